@@ -1,0 +1,31 @@
+# Two entry points on a fresh machine with only python3: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of torch, installed only when the environment has no torch at all;
+# any torch >= 2.4 already present is kept.
+TORCH_SPEC ?= torch==2.13.0
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m runners.compare --suite benchmarks/default.toml
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) mlflow.db mlruns mlartifacts optuna.db .pytest_cache
