@@ -1,0 +1,31 @@
+"""Data sets: one validated container, loaders registered by name.
+
+`datasets.load(name, **opts)` returns a CrossModalData; `datasets.available()` lists names.
+Note: this top-level package shares its name with HuggingFace `datasets`; see README.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .container import CrossModalData, DataError, Split
+from .registry import Registry, UnknownNameError
+from . import synthetic
+
+DATASETS: Registry[Callable[..., CrossModalData]] = Registry("dataset")
+register = DATASETS.register
+available = DATASETS.available
+
+synthetic.register_presets(DATASETS)
+
+
+def get_loader(name: str) -> Callable[..., CrossModalData]:
+    """Return the loader function registered as `name` (UnknownNameError lists known names)."""
+    return DATASETS.get(name)
+
+
+def load(name: str, **opts: Any) -> CrossModalData:
+    """Load data set `name` with loader options `opts`; returns a validated CrossModalData."""
+    return DATASETS.get(name)(**opts)
+
+
+__all__ = ["CrossModalData", "DataError", "Split", "UnknownNameError", "register", "available", "load", "get_loader"]
