@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracker = Tracker(args.tracking_uri, args.experiment)
     failed = []
     if not args.no_run:
-        failed = run_grid(suite, tracker, force=args.force).failed
+        failed = run_grid(suite, tracker, force=args.force, workers=args.workers).failed
     keyed = [(cell, cell_identity(cell)[0]) for cell in suite.cells()]
     results = suite_results(suite, tracker.finished(), keyed)
     out = Console(width=None if sys.stdout.isatty() and not args.output else 200, record=bool(args.output),
