@@ -17,6 +17,13 @@ available = DATASETS.available
 
 synthetic.register_presets(DATASETS)
 
+# Real formats: each module maps registry names to loaders in its LOADERS dict.
+from . import wiki  # noqa: E402
+
+for _module in (wiki,):
+    for _name, _loader in _module.LOADERS.items():
+        DATASETS.register(_name)(_loader)
+
 
 def get_loader(name: str) -> Callable[..., CrossModalData]:
     """Return the loader function registered as `name` (UnknownNameError lists known names)."""
