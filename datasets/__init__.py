@@ -18,9 +18,11 @@ available = DATASETS.available
 synthetic.register_presets(DATASETS)
 
 # Real formats: each module maps registry names to loaders in its LOADERS dict.
-from . import wiki  # noqa: E402
+from . import (  # noqa: E402
+    clip_jsonl, coco, generic, iapr, mirflickr, multiview, nuswide, pascal, scan, wiki,
+)
 
-for _module in (wiki,):
+for _module in (mirflickr, nuswide, iapr, coco, wiki, pascal, clip_jsonl, scan, generic, multiview):
     for _name, _loader in _module.LOADERS.items():
         DATASETS.register(_name)(_loader)
 
