@@ -126,10 +126,6 @@ class ArrayFile:
                     f"{getattr(node, 'dtype', 'n/a')}; expected a numeric array "
                     "(MATLAB sparse, struct and cell variables are not supported: save a full numeric matrix)"
                 )
-            try:
-                node.id.get_offset()  # touch the dataset: a truncated file fails here, not later
-            except Exception:
-                pass
             return LazyArray(node, reverse=self.format == "v7.3", where=self.where(key))
         arr = self._arrays[key]
         if hasattr(arr, "toarray"):  # v5 sparse matrix

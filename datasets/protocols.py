@@ -175,13 +175,14 @@ def make_data(
     if protocol not in allowed:
         raise DataError(f"{pool.name}: unknown protocol {protocol!r}; this data set accepts {list(allowed)}")
     n = len(pool)
+    where = f"{pool.name} ({n} items from {pool.sources.get('image')})"  # split errors name the file
     if protocol == "dcmh":
         if n_query is None or n_train is None:
-            raise DataError(f"{pool.name}: protocol 'dcmh' needs n_query and n_train")
-        idx = dcmh_indices(pool.name, n, int(n_query), int(n_train), seed)
+            raise DataError(f"{where}: protocol 'dcmh' needs n_query and n_train")
+        idx = dcmh_indices(where, n, int(n_query), int(n_train), seed)
     else:
-        idx = fixed_indices(pool.name, pool.groups, seed, n_train)
-    idx = carve_validation(pool.name, idx, int(n_validation or 0), seed)
+        idx = fixed_indices(where, pool.groups, seed, n_train)
+    idx = carve_validation(where, idx, int(n_validation or 0), seed)
     source = "; ".join(f"{k}={v}" for k, v in pool.sources.items())
     cut: dict[int, Split] = {}
 
