@@ -23,7 +23,7 @@ import numpy as np
 
 from .cache import fetch
 from .container import CrossModalData, DataError
-from .mat import ArrayFile, orient
+from .mat import ArrayFile, materialize, orient
 from .paths import resolve
 from .protocols import build_pool, make_data
 
@@ -104,8 +104,7 @@ def read_parts(
                 arrays[field], where[field] = f.get(key), f.where(key)
             n, axes = orient(arrays, where)
             for field, arr in arrays.items():
-                a = np.asarray(arr)
-                a = a[:, None] if a.ndim == 1 else (a if axes[field] == 0 else a.T)
+                a = materialize(arr, axes[field], where[field])
                 chunks.setdefault(field, []).append(a)
                 where_all.setdefault(field, []).append(where[field])
             groups[part] = np.arange(start, start + n)

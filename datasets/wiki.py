@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .container import CrossModalData, DataError
-from .mat import ArrayFile, read_set
+from .mat import ArrayFile, materialize, read_set
 from .paths import resolve
 from .protocols import build_pool, make_data
 
@@ -68,8 +68,7 @@ def read_wiki(where: Path, packaging: str = "auto") -> dict:
                 _, _, cats = read_list(list_path)
                 n_expected = len(cats)
             n, arrays, axes = read_set(f, keys, n_expected)
-            got = {k: np.asarray(arrays[k]) for k in keys}
-            got = {k: (v if axes[k] == 0 else v.T) for k, v in got.items()}
+            got = {k: materialize(arrays[k], axes[k], f.where(keys[k])) for k in keys}
             if packaging == "raw":
                 got["labels"] = cats[:, None]
                 sources["labels"].append(f"{list_path}:category")
@@ -83,7 +82,7 @@ def read_wiki(where: Path, packaging: str = "auto") -> dict:
     return {
         "image": np.concatenate([parts["tr"]["image"], parts["te"]["image"]]),
         "text": np.concatenate([parts["tr"]["text"], parts["te"]["text"]]),
-        "labels": np.concatenate([parts["tr"]["labels"], parts["te"]["labels"]]).reshape(-1, 1),
+        "labels": np.concatenate([parts["tr"]["labels"], parts["te"]["labels"]]),
         "n_train": len(parts["tr"]["image"]),
         "sources": {k: " + ".join(v) for k, v in sources.items()},
         "packaging": packaging,
