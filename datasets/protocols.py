@@ -140,6 +140,28 @@ def fixed_indices(name: str, groups: Mapping[str, np.ndarray], seed: int, n_trai
     return out
 
 
+def per_class_indices(name: str, classes: np.ndarray, counts: tuple[int, ...], seed: int,
+                      parts: tuple[str, ...] = ("train", "val", "test")) -> dict[str, np.ndarray]:
+    """Return {part: sorted indices} taking counts[k] seeded-random items of every class for part k.
+
+    The stratified split papers use on Pascal Sentences (30 / 10 / 10 images per class).
+    """
+    classes = np.asarray(classes)
+    if len(counts) != len(parts):
+        raise DataError(f"{name}: {len(counts)} per-class counts for parts {list(parts)}; expected one count per part")
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {p: [] for p in parts}
+    for c in np.unique(classes):
+        members = rng.permutation(np.flatnonzero(classes == c))
+        if sum(counts) > len(members):
+            raise _too_large(name, f"per-class split {list(counts)} for class {c!r}", sum(counts), len(members))
+        start = 0
+        for part, k in zip(parts, counts):
+            out[part].extend(members[start: start + k])
+            start += k
+    return {p: np.sort(np.asarray(v, dtype=np.int64)) for p, v in out.items()}
+
+
 def carve_validation(name: str, indices: dict[str, np.ndarray], n_validation: int, seed: int) -> dict[str, np.ndarray]:
     """Move `n_validation` seeded-random training items into 'validation' (never query items)."""
     if n_validation <= 0:

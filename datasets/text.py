@@ -7,7 +7,9 @@ Library:
     bow = bag_of_words([join_tokens(cs) for cs in caps.values()], vocab)   # (n, |vocab|) float32
     seq = index_sequences(..., vocab, max_len=20)                           # (n, L) int64, 0 = pad
 
-Command: `python -m datasets.text --help` (subcommands `stats`, `vocab`, `encode`).
+Command: `python -m datasets.text --help` (subcommands `split`, `stats`, `vocab`, `encode`).
+`split` writes a seeded per-class train/val/test split of the items (Pascal: 30/10/10 per
+class), so the dictionary can be built on the training items only.
 
 Tokens: lower-cased runs of latin letters/digits (an inner apostrophe kept: "man's"), and each
 CJK character on its own (Chinese captions carry no spaces; one character per token is the
@@ -193,11 +195,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "a text file with one caption per line.",
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("split", help="seeded per-class train/val/test split of the items (needs categories)")
+    sp.add_argument("input")
+    sp.add_argument("--per-class", type=int, nargs=3, default=(30, 10, 10), metavar=("TRAIN", "VAL", "TEST"))
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, help="JSON {train: [ids], val: [ids], test: [ids]}")
     st = sub.add_parser("stats", help="print item/caption/token counts and the most frequent words")
     st.add_argument("input")
     st.add_argument("--top", type=int, default=20)
     vo = sub.add_parser("vocab", help="build a dictionary and write it as JSON")
     vo.add_argument("input")
+    vo.add_argument("--items", help="JSON from `split`: build on its 'train' ids only")
     vo.add_argument("--min-count", type=int, default=1)
     vo.add_argument("--max-size", type=int, default=None)
     vo.add_argument("--out", required=True, help="vocabulary .json to write")
@@ -212,13 +220,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         caps, cats = read_captions(args.input)
         docs = [join_tokens(c) for c in caps.values()]
-        if args.cmd == "stats":
+        if args.cmd == "split":
+            from .protocols import per_class_indices
+
+            if not cats:
+                raise DataError(f"{args.input}: no categories; `split` needs {{id: {{'category', 'captions'}}}} input")
+            keys = list(caps)
+            idx = per_class_indices(args.input, np.asarray([cats[k] for k in keys]), tuple(args.per_class), args.seed)
+            Path(args.out).write_text(json.dumps({p: [keys[i] for i in v] for p, v in idx.items()}, indent=1))
+            print(" ".join(f"{p} {len(v)}" for p, v in idx.items()) + f" -> {args.out}")
+        elif args.cmd == "stats":
             counts = count_words(docs)
             n_caps = sum(len(c) for c in caps.values())
             print(f"items {len(caps)}  captions {n_caps}  tokens {sum(counts.values())}  distinct words {len(counts)}")
             for w, c in counts.most_common(args.top):
                 print(f"{c:8d}  {w}")
         elif args.cmd == "vocab":
+            if args.items:
+                train = set(json.loads(Path(args.items).read_text())["train"])
+                docs = [d for k, d in zip(caps, docs) if k in train]
             vocab = build_vocabulary(count_words(docs), args.min_count, args.max_size)
             Path(args.out).write_text(vocab.to_json(), encoding="utf-8")
             print(f"{len(vocab)} words (min count {args.min_count}, max size {args.max_size}) -> {args.out}")

@@ -4,6 +4,7 @@ Expected numbers come from each folder's README.txt (published counts), not from
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -168,11 +169,21 @@ def test_text_command_line(tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "datasets.text", *a], cwd=REPO,
                                     capture_output=True, text=True, timeout=60)
     helped = run("--help")
-    assert helped.returncode == 0 and all(c in helped.stdout for c in ("stats", "vocab", "encode"))
-    built = run("vocab", str(src), "--min-count", "3", "--max-size", "800", "--out", str(tmp_path / "v.json"))
+    assert helped.returncode == 0 and all(c in helped.stdout for c in ("split", "stats", "vocab", "encode"))
+    split = run("split", str(src), "--per-class", "30", "10", "10", "--seed", "1", "--out", str(tmp_path / "s.json"))
+    assert split.returncode == 0, split.stderr
+    parts = json.loads((tmp_path / "s.json").read_text())
+    caps, cats = tx.read_captions(src)
+    assert {p: len(v) for p, v in parts.items()} == {"train": 600, "val": 200, "test": 200}
+    assert set(parts["train"]).isdisjoint(parts["test"]) and set(parts["val"]).isdisjoint(parts["test"])
+    assert Counter(cats[k] for k in parts["test"]) == {c: 10 for c in set(cats.values())}
+    built = run("vocab", str(src), "--items", str(tmp_path / "s.json"), "--min-count", "3", "--max-size", "800",
+                "--out", str(tmp_path / "v.json"))
     assert built.returncode == 0, built.stderr
     vocab = tx.Vocabulary.from_json((tmp_path / "v.json").read_text())
+    train_counts = tx.count_words(tx.join_tokens(caps[k]) for k in parts["train"])
     assert len(vocab) == 800 and min(vocab.counts) >= 3
+    assert all(train_counts[w] == c for w, c in zip(vocab.words, vocab.counts))  # built on train items only
     enc = run("encode", str(src), "--vocab", str(tmp_path / "v.json"), "--mode", "bow", "--binary",
               "--out", str(tmp_path / "b.npz"))
     assert enc.returncode == 0, enc.stderr
@@ -181,6 +192,8 @@ def test_text_command_line(tmp_path):
     assert np.bincount(z["labels"]).tolist() == [50] * 20
     bad = run("vocab", str(src), "--min-count", "100000", "--out", str(tmp_path / "x.json"))
     assert bad.returncode == 2 and "no word occurs >= 100000 times" in bad.stderr
+    too_many = run("split", str(src), "--per-class", "40", "10", "10", "--out", str(tmp_path / "x.json"))
+    assert too_many.returncode == 2 and "per-class split [40, 10, 10]" in too_many.stderr and "is larger" in too_many.stderr
 
 
 # --- pipeline pieces that need no data -------------------------------------------------------
