@@ -2,6 +2,14 @@
 
 `datasets.load(name, **opts)` returns a CrossModalData; `datasets.available()` lists names.
 Note: this top-level package shares its name with HuggingFace `datasets`; see README.
+
+Real formats (one module each; every loader takes root=/path=, protocol=, seed=, n_validation=;
+the default root is $XMH_DATA_ROOT/<folder> or ../shared/data/<folder>):
+  mirflickr25k (mirflickr.py), nus-wide-tc21 / nus-wide-tc10 (nuswide.py), iapr-tc12 (iapr.py),
+  mscoco (coco.py), wiki (wiki.py), pascal-sentences (pascal.py, DSCMR features), scan (scan.py),
+  clip-jsonl (clip_jsonl.py), generic (generic.py), uci-mfeat (multiview.py).
+Reading: mat.py (MATLAB v5/v7.3, HDF5, npz; orientation detection), cache.py (checksum-keyed
+canonical copies), protocols.py (named seeded splits, split hash), text.py (caption pipeline).
 """
 from __future__ import annotations
 
