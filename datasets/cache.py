@@ -89,7 +89,8 @@ def canonical_arrays(
     """
     root = cache_root(cache_dir)
     digests = {str(p): file_sha256(p, cache_dir) for p in sources}
-    layout = {k: [v[3], v[1], str(v[2]), list(v[0].shape)] for k, v in fields.items()}
+    # Keys, not paths, in the layout: a moved or copied source still finds its entry.
+    layout = {k: [v[3].rsplit(":", 1)[-1], v[1], str(v[2]), list(v[0].shape)] for k, v in fields.items()}
     key = hashlib.sha256(json.dumps([tag, sorted(digests.values()), layout], sort_keys=True).encode()).hexdigest()[:16]
     entry = root / f"{tag}-{key}"
     info = {"cache": str(entry), "cache_key": key, "sha256": digests}

@@ -163,7 +163,10 @@ def load_generic(
         label_base=label_base,
         info={**info, "pool_order": "file row order" + (" (parts concatenated: " + ", ".join(groups) + ")" if groups else "")},
     )
-    kwargs = {"n_query": n_query, "n_train": n_train} if protocol == "dcmh" else {}
+    if protocol == "dcmh":
+        kwargs = {"n_query": n_query, "n_train": n_train}
+    else:  # a shipped train part is used whole; without one, n_train items come from retrieval
+        kwargs = {} if "train" in groups else {"n_train": n_train}
     return make_data(pool, protocol, seed, n_validation=n_validation, allowed=allowed, **kwargs)
 
 

@@ -130,7 +130,9 @@ def fixed_indices(name: str, groups: Mapping[str, np.ndarray], seed: int, n_trai
                 raise _too_large(name, "n_train", n_train, len(train))
             train = np.sort(np.random.default_rng(seed).permutation(train)[:n_train])
     else:
-        k = len(retrieval) if n_train is None else n_train
+        if n_train is None:  # training on the whole database would be silent; ask for the size
+            raise DataError(f"{name}: the source ships no train part; pass n_train to draw training items from the retrieval set")
+        k = n_train
         if k > len(retrieval):
             raise _too_large(name, "n_train (drawn from the retrieval set)", k, len(retrieval))
         train = np.random.default_rng(seed).permutation(retrieval)[:k]

@@ -67,6 +67,9 @@ def load_scan(
         raise DataError(f"scan: pairs={pairs!r}; expected 'caption' or 'image'")
     folder = resolve("scan", root, path, "scan")
     parts = [("train", train_split)] + ([("val", val_split)] if val_split else []) + [("test", eval_split)]
+    if val_split and not (folder / f"{val_split}_ims.npy").exists():
+        raise DataError(f"scan: {folder / f'{val_split}_ims.npy'} not found; expected the validation split, "
+                        "or pass val_split=None to load without one")
     read = {part: read_split(folder, split, captions_per_image) for part, split in parts}
     vocab = textlib.build_vocabulary(textlib.count_words(read["train"][1]), min_count, max_size)
     images, texts, ids, groups = [], [], [], {}

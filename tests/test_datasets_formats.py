@@ -409,3 +409,28 @@ def test_unknown_protocol_and_missing_image_features(tmp_path):
     sio.savemat(tmp_path / "mirflickr25k-lall.mat", {"LAll": lab})
     with pytest.raises(DataError, match=r"no image features under .*mirflickr25k-xall-vgg\.mat.*image_path="):
         datasets.load("mirflickr25k", root=tmp_path)
+
+
+def test_generic_query_database_file_draws_train_from_database(tmp_path):
+    rng = np.random.default_rng(22)
+    img, txt, lab = items(rng, 150)
+    np.savez(tmp_path / "qd.npz", query_image=img[:30], query_text=txt[:30], query_labels=lab[:30],
+             retrieval_image=img[30:], retrieval_text=txt[30:], retrieval_labels=lab[30:])
+    d = datasets.load("generic", path=tmp_path / "qd.npz", n_train=60, seed=3)
+    s = d.meta["split"]
+    assert len(d.train) == 60 and set(s["train"]) <= set(s["retrieval"]) and (s["query"] == np.arange(30)).all()
+    with pytest.raises(DataError, match=r"n_train \(drawn from the retrieval set\) = 500 is larger than the data allows \(120\)"):
+        datasets.load("generic", path=tmp_path / "qd.npz", n_train=500)
+
+
+def test_cache_entry_follows_content_not_path(tmp_path):
+    rng = np.random.default_rng(23)
+    img, txt, lab = items(rng, 100)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for sub in ("a", "b"):  # the same bytes in two places
+        write_mat73(tmp_path / sub / "NUS-WIDE-TC21.mat", {"image": img, "text": txt, "label": lab})
+    kw = dict(n_query=10, n_train=30, cache=True, cache_dir=tmp_path / "cache")
+    a = datasets.load("nus-wide-tc21", root=tmp_path / "a", **kw)
+    b = datasets.load("nus-wide-tc21", root=tmp_path / "b", **kw)
+    assert a.meta["built"] and not b.meta["built"] and a.meta["cache"] == b.meta["cache"]
