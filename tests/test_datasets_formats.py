@@ -181,13 +181,16 @@ def test_mscoco_ucch_h5(tmp_path):
     assert d.num_classes == 80
 
 
-def _dscmr_dir(tmp_path, n_train=40, n_test=20, val=0):
+def _dscmr_dir(tmp_path, n_train=800, n_test=100, val=0):
+    """DSCMR's data/pascal layout (checked against penghu-cs/DSCMR@0e110b9's test files): one v5
+    file per variable, float32 features (n x 4096 / n x 300; narrower here), int64 n x 1 class ids
+    0..19, 40 train and 5 test items per class, rows ordered by class."""
     rng = np.random.default_rng(9)
     out = {}
     for part, n in (("train", n_train), ("test", n_test)) + ((("val", val),) if val else ()):
-        img = rng.standard_normal((n, 64)).astype(np.float32)
-        txt = rng.standard_normal((n, 30)).astype(np.float32)
-        lab = (np.arange(n) % 20).reshape(-1, 1).astype(np.int64)  # ints 0..19, n x 1
+        img = rng.random((n, 64), dtype=np.float32)
+        txt = rng.random((n, 30), dtype=np.float32)
+        lab = (np.arange(n) * 20 // n).reshape(-1, 1).astype(np.int64)
         for suffix, arr in (("img", img), ("txt", txt), ("img_lab", lab)):
             sio.savemat(tmp_path / f"{part}_{suffix}.mat", {f"{part}_{suffix}": arr})
         out[part] = (img, txt, lab)
@@ -197,19 +200,22 @@ def _dscmr_dir(tmp_path, n_train=40, n_test=20, val=0):
 def test_pascal_dscmr_files(tmp_path):
     parts = _dscmr_dir(tmp_path)
     d = datasets.load("pascal-sentences", root=tmp_path)
-    assert d.query is d.retrieval and len(d.query) == 20 and len(d.train) == 40
+    assert d.query is d.retrieval and len(d.query) == 100 and len(d.train) == 800
     np.testing.assert_array_equal(d.train.image, parts["train"][0])
     assert d.num_classes == 20 and d.single_label
     assert (d.train.labels.argmax(1) == parts["train"][2][:, 0]).all()  # 0-based ids kept as is
-    d = datasets.load("pascal-sentences", root=tmp_path, n_validation=10)
-    assert len(d.train) == 30 and len(d.validation) == 10
+    assert d.query.labels.sum(0).tolist() == [5.0] * 20
+    d = datasets.load("pascal-sentences", root=tmp_path, n_validation=80)
+    assert len(d.train) == 720 and len(d.validation) == 80
     assert not set(d.meta["split"]["validation"]) & set(d.meta["split"]["query"])
 
 
 def test_pascal_shipped_val_part(tmp_path):
-    _dscmr_dir(tmp_path, val=10)
+    _dscmr_dir(tmp_path, n_train=700, val=100)
     d = datasets.load("pascal-sentences", root=tmp_path)
-    assert len(d.validation) == 10 and d.meta["sizes"]["validation"] == 10
+    assert len(d.validation) == 100 and d.meta["sizes"]["validation"] == 100 and len(d.train) == 700
+    with pytest.raises(DataError, match="ships a validation part"):
+        datasets.load("pascal-sentences", root=tmp_path, n_validation=10)
 
 
 def test_generic_npz_h5_mat_and_presplit(tmp_path):
