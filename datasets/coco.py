@@ -1,6 +1,8 @@
 """MS-COCO as packaged by UCCH (TPAMI 2023): one HDF5 file with `XAll` (4096-d VGG image
 features), `YAll` (300-d doc2vec text), `LAll` (80 labels), all items, rows detected.
 Protocol `dcmh`: 5,000 queries, the rest retrieval, 10,000 train drawn from retrieval.
+Protocol `ucch` (UCCH's own): the last 5,000 rows are queries, the rest retrieval = train.
+UCCH's code reads this file with h5py as is (rows first, written from Python).
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ Also the shared readers the format modules build on:
 
 Generic layouts accepted (key names are matched case-sensitively, first found wins):
 - all items: image in {image, images, img, XAll, IAll, X}, text in {text, texts, txt, YAll, Y},
-  labels in {labels, label, LAll, L, y}; protocol 'dcmh' (n_query, n_train) cuts the split;
+  labels in {labels, label, LAll, L, y}; protocol 'dcmh' (n_query, n_train) cuts the split
+  at random, 'ucch' takes the last n_query rows as queries and the rest as retrieval = train;
 - pre-split: `<part>_<field>` keys for parts train / val / query / retrieval / test and fields
   image / text / labels (e.g. train_image, test_labels); protocol 'file' uses those parts.
 `keys={'image': 'my_key', ...}` overrides the names of the all-items layout.
@@ -146,7 +147,7 @@ def load_generic(
         parts = {p: {fld: (where, [f"{p}_{fld}"]) for fld in FIELDS} for p in PARTS if p in pre_split}
         arrays, groups, sources, info = read_parts(parts)
         protocol = protocol or "file"
-        allowed = ("file", "dcmh")
+        allowed = ("file", "dcmh", "ucch")
     else:
         keys = dict(keys or {})
         spec = {
@@ -157,13 +158,13 @@ def load_generic(
         arrays, sources, info = read_fields(name, spec, cache=cache, cache_dir=cache_dir)
         groups = {}
         protocol = protocol or "dcmh"
-        allowed = ("dcmh",)
+        allowed = ("dcmh", "ucch")
     pool = build_pool(
         name, arrays["image"], arrays["text"], arrays["labels"], sources, groups=groups,
         label_base=label_base,
         info={**info, "pool_order": "file row order" + (" (parts concatenated: " + ", ".join(groups) + ")" if groups else "")},
     )
-    if protocol == "dcmh":
+    if protocol in ("dcmh", "ucch"):
         kwargs = {"n_query": n_query, "n_train": n_train}
     else:  # a shipped train part is used whole; without one, n_train items come from retrieval
         kwargs = {} if "train" in groups else {"n_train": n_train}
@@ -184,4 +185,5 @@ def load_spec(
         name, arrays["image"], arrays["text"], arrays["labels"], sources, label_base=label_base,
         info={**rinfo, "pool_order": "file row order", **(info or {})},
     )
-    return make_data(pool, protocol, seed, n_query=n_query, n_train=n_train, n_validation=n_validation, allowed=("dcmh",))
+    return make_data(pool, protocol, seed, n_query=n_query, n_train=n_train, n_validation=n_validation,
+                     allowed=("dcmh", "ucch"))

@@ -6,7 +6,9 @@ Layouts:
   for this layout): query = test, retrieval = database, n_train (10,000) drawn from database.
 - all items in one file: `XAll`/`IAll`/`image`, `YAll`/`text`, `LAll`/`label`.
 Protocol `dcmh` (default for the all-items layout, allowed for both): 2,000 random queries,
-the rest retrieval, 10,000 train drawn from retrieval.
+the rest retrieval, 10,000 train drawn from retrieval. Protocol `ucch`: UCCH's own cut of the
+pool (database rows, then test rows, as its code concatenates them): the last 2,000 rows are
+the queries, everything else is retrieval and train.
 """
 from __future__ import annotations
 
@@ -44,8 +46,8 @@ def load_iapr(
     pool = build_pool("iapr-tc12", arrays["image"], arrays["text"], arrays["labels"], sources, groups=groups,
                       info={**info, "pool_order": "database rows, then test rows"})
     protocol = protocol or "file"
-    kwargs = {"n_query": n_query, "n_train": n_train} if protocol == "dcmh" else {"n_train": n_train}
-    return make_data(pool, protocol, seed, n_validation=n_validation, allowed=("file", "dcmh"), **kwargs)
+    kwargs = {"n_query": n_query, "n_train": n_train} if protocol in ("dcmh", "ucch") else {"n_train": n_train}
+    return make_data(pool, protocol, seed, n_validation=n_validation, allowed=("file", "dcmh", "ucch"), **kwargs)
 
 
 LOADERS = {"iapr-tc12": load_iapr}

@@ -9,6 +9,8 @@ Layouts (rows must be items; orientation is detected, see mat.orient):
 The copy in ../shared/data/mirflickr25k has only yall/lall: the registered loader needs image
 features and says so; `read_labels_text` serves uses that need only labels and tags.
 Protocol `dcmh`: 2,000 queries, the rest (18,015) retrieval, 10,000 train drawn from retrieval.
+Protocol `ucch`: the last 2,000 rows in file order are queries, the rest retrieval = train
+(UCCH's cut; meaningful on its pre-shuffled files).
 """
 from __future__ import annotations
 

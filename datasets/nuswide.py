@@ -7,7 +7,8 @@
 Both are large: HDF5 sources over 512 MiB go through the checksum-keyed cache (cache.py).
 Protocol `dcmh`: 2,100 queries, the rest retrieval, 10,500 train drawn from retrieval (some
 papers use 10,000: pass n_train). TC-10 uses the same defaults here; DJSRH-style runs use other
-sizes (e.g. 2,000 queries / 5,000 train): pass n_query / n_train.
+sizes (e.g. 2,000 queries / 5,000 train): pass n_query / n_train. Protocol `ucch` (UCCH on
+TC-10): the last 2,100 rows are queries, the rest retrieval = train.
 """
 from __future__ import annotations
 

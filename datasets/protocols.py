@@ -9,6 +9,9 @@ hash in `meta`, so a result names exactly the split it used.
 Protocols:
 - `dcmh`: random queries, the rest is the retrieval set, training items drawn from retrieval
   (DCMH: MIRFlickr/IAPR 2,000 queries + 10,000 train; NUS-WIDE 2,100 + 10,500).
+- `ucch`: UCCH's (TPAMI 2023) deterministic cut of its pre-shuffled `*-rand` files: the last
+  n_query rows in file order are the queries, all other rows are both retrieval and train
+  (unsupervised training on the whole database). No seed involved.
 - `official` / `dscmr` / `file`: the split the source ships. `train` is the shipped training
   part; query = retrieval = shipped test part, unless the source ships a separate query and
   database (IAPR in UCCH's layout), where train is drawn from the database when not shipped.
@@ -114,6 +117,14 @@ def dcmh_indices(name: str, n: int, n_query: int, n_train: int, seed: int) -> di
     return {"query": perm[:n_query], "retrieval": retrieval, "train": retrieval[:n_train]}
 
 
+def ucch_indices(name: str, n: int, n_query: int) -> dict[str, np.ndarray]:
+    """Return UCCH's split: the last n_query rows are queries, the rest is retrieval = train."""
+    if n_query < 1 or n_query >= n:
+        raise _too_large(name, "n_query", n_query, n - 1)
+    head = np.arange(n - n_query)
+    return {"query": np.arange(n - n_query, n), "retrieval": head, "train": head}
+
+
 def fixed_indices(name: str, groups: Mapping[str, np.ndarray], seed: int, n_train: int | None) -> dict[str, np.ndarray]:
     """Return indices for the source's own split (see module docstring)."""
     if "query" in groups:
@@ -204,6 +215,10 @@ def make_data(
         if n_query is None or n_train is None:
             raise DataError(f"{where}: protocol 'dcmh' needs n_query and n_train")
         idx = dcmh_indices(where, n, int(n_query), int(n_train), seed)
+    elif protocol == "ucch":
+        if n_query is None:
+            raise DataError(f"{where}: protocol 'ucch' needs n_query")
+        idx = ucch_indices(where, n, int(n_query))
     else:
         idx = fixed_indices(where, pool.groups, seed, n_train)
     idx = carve_validation(where, idx, int(n_validation or 0), seed)

@@ -409,7 +409,7 @@ def test_unknown_protocol_and_missing_image_features(tmp_path):
     rng = np.random.default_rng(21)
     img, txt, lab = items(rng, 40)
     np.savez(tmp_path / "g.npz", image=img, text=txt, labels=lab)
-    with pytest.raises(DataError, match=r"unknown protocol 'official'; this data set accepts \['dcmh'\]"):
+    with pytest.raises(DataError, match=r"unknown protocol 'official'; this data set accepts \['dcmh', 'ucch'\]"):
         datasets.load("generic", path=tmp_path / "g.npz", protocol="official")
     sio.savemat(tmp_path / "mirflickr25k-yall.mat", {"YAll": txt})
     sio.savemat(tmp_path / "mirflickr25k-lall.mat", {"LAll": lab})
@@ -440,3 +440,15 @@ def test_cache_entry_follows_content_not_path(tmp_path):
     a = datasets.load("nus-wide-tc21", root=tmp_path / "a", **kw)
     b = datasets.load("nus-wide-tc21", root=tmp_path / "b", **kw)
     assert a.meta["built"] and not b.meta["built"] and a.meta["cache"] == b.meta["cache"]
+
+
+def test_ucch_protocol_takes_the_last_rows_as_queries(tmp_path):
+    rng = np.random.default_rng(24)
+    db, te = items(rng, 90, c=7), items(rng, 20, c=7)
+    sio.savemat(tmp_path / "iapr-tc12-rand.mat", {  # UCCH reads this file with scipy (v5)
+        "VDatabase": db[0], "YDatabase": db[1], "databaseL": db[2], "VTest": te[0], "YTest": te[1], "testL": te[2]})
+    d = datasets.load("iapr-tc12", root=tmp_path, protocol="ucch", n_query=20)
+    np.testing.assert_array_equal(d.query.image, te[0])  # database then test, last 20 = the test rows
+    assert d.train is d.retrieval and len(d.retrieval) == 90
+    again = datasets.load("iapr-tc12", root=tmp_path, protocol="ucch", n_query=20, seed=9)
+    assert again.meta["split_hash"] == d.meta["split_hash"]  # no randomness in this protocol
