@@ -1,7 +1,8 @@
 """NUS-WIDE, two cleaned versions used by cross-modal hashing papers.
 
 - TC-21 (DCMH/SSAH/DADH): 195,834 pairs, 1,000-d tags, 21 labels. DADH's `NUS-WIDE-TC21.mat`
-  with keys `image` (4096-d), `text` (1000-d), `label` (21).
+  with keys `image` (4096-d), `text` (1000-d), `label` (21); DADH's code reads it with
+  scipy (v5), a v7.3 copy works the same. DADH trains on 10,000 items: pass n_train=10000.
 - TC-10 (DJSRH/UCCH): ~186k pairs, 10 labels, split files `nus-wide-tc10-{xall-vgg,yall,lall}.mat`
   with keys XAll, YAll, LAll.
 Both are large: HDF5 sources over 512 MiB go through the checksum-keyed cache (cache.py).

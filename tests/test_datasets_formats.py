@@ -135,10 +135,13 @@ def test_mirflickr_split_files_v5(tmp_path):
 def test_nuswide_tc21_dadh_v73_and_tc10_split_files(tmp_path):
     rng = np.random.default_rng(5)
     img, txt, lab = items(rng, 400, di=40, dt=25, c=21)
+    (tmp_path / "v5").mkdir()
+    sio.savemat(tmp_path / "v5" / "NUS-WIDE-TC21.mat", {"image": img, "text": txt, "label": lab})  # DADH reads it with scipy
     write_mat73(tmp_path / "NUS-WIDE-TC21.mat", {"image": img, "text": txt, "label": lab})
     d = datasets.load("nus-wide-tc21", root=tmp_path, n_query=21, n_train=105)
     assert (len(d.query), len(d.retrieval), len(d.train)) == (21, 379, 105)
     np.testing.assert_array_equal(d.train.image, img[d.meta["split"]["train"]])
+    assert datasets.load("nus-wide-tc21", root=tmp_path / "v5", n_query=21, n_train=105).fingerprint() == d.fingerprint()
     img, txt, lab = items(rng, 300, di=40, dt=25, c=10)
     sio.savemat(tmp_path / "nus-wide-tc10-xall-vgg.mat", {"XAll": img.T})  # stored dims x items: detected
     sio.savemat(tmp_path / "nus-wide-tc10-yall.mat", {"YAll": txt})
