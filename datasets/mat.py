@@ -9,7 +9,6 @@ ambiguous shapes with an error naming the file and key.
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -81,7 +80,7 @@ class ArrayFile:
                 self._arrays = {self.path.stem: np.load(self.path, mmap_mode="r", allow_pickle=False)}
         except DataError:
             raise
-        except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile, NotImplementedError) as exc:
+        except Exception as exc:  # scipy/h5py/zip raise many types (MatReadError, zlib.error, OSError...)
             raise DataError(
                 f"{self.path}: cannot read as {self.format} ({type(exc).__name__}: {exc}); "
                 "the file is truncated, corrupt or not what its header claims"
