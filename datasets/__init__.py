@@ -2,6 +2,14 @@
 
 `datasets.load(name, **opts)` returns a CrossModalData; `datasets.available()` lists names.
 Note: this top-level package shares its name with HuggingFace `datasets`; see README.
+
+Real formats (one module each; every loader takes root=/path=, protocol=, seed=, n_validation=;
+the default root is $XMH_DATA_ROOT/<folder> or ../shared/data/<folder>):
+  mirflickr25k (mirflickr.py), nus-wide-tc21 / nus-wide-tc10 (nuswide.py), iapr-tc12 (iapr.py),
+  mscoco (coco.py), wiki (wiki.py), pascal-sentences (pascal.py, DSCMR features), scan (scan.py),
+  clip-jsonl (clip_jsonl.py), generic (generic.py), uci-mfeat (multiview.py).
+Reading: mat.py (MATLAB v5/v7.3, HDF5, npz; orientation detection), cache.py (checksum-keyed
+canonical copies), protocols.py (named seeded splits, split hash), text.py (caption pipeline).
 """
 from __future__ import annotations
 
@@ -16,6 +24,15 @@ register = DATASETS.register
 available = DATASETS.available
 
 synthetic.register_presets(DATASETS)
+
+# Real formats: each module maps registry names to loaders in its LOADERS dict.
+from . import (  # noqa: E402
+    clip_jsonl, coco, generic, iapr, mirflickr, multiview, nuswide, pascal, scan, wiki,
+)
+
+for _module in (mirflickr, nuswide, iapr, coco, wiki, pascal, clip_jsonl, scan, generic, multiview):
+    for _name, _loader in _module.LOADERS.items():
+        DATASETS.register(_name)(_loader)
 
 
 def get_loader(name: str) -> Callable[..., CrossModalData]:
