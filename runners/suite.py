@@ -149,8 +149,8 @@ def check_suite(suite: Suite) -> None:
     """Raise SuiteError unless every dataset and method exists and every override is accepted."""
     for d in suite.datasets:
         try:
-            datasets.get_loader(d.name)
-        except datasets.UnknownNameError as exc:
+            datasets.check_options(d.name, dict(d.options))
+        except (datasets.UnknownNameError, datasets.DataError) as exc:
             raise SuiteError(f"{suite.source}: {exc}") from None
     labels = [m.label for m in suite.methods]
     if len(set(labels)) != len(labels):

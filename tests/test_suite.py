@@ -33,6 +33,8 @@ def test_grid_order_and_count():
     ({"methods": [{"name": "dcmh", "overides": {}}]}, r"methods\[0\]: unknown key 'overides' \(did you mean 'overrides'\?\)"),
     ({"methods": [{"name": "dcmh", "overrides": {"epoch": 1}}]}, r"unknown config field\(s\) \['epoch'\]; accepted: "),
     ({"methods": [{"name": "dcmh"}, {"name": "dcmh"}]}, r"method labels must be unique"),
+    ({"datasets": [{"name": "wiki", "options": {"protocl": "official"}}]},
+     r"s\.toml: wiki: unknown option\(s\) \['protocl'\]; accepted: .*protocol"),
 ])
 def test_bad_suites_get_one_line_errors(change, expected):
     raw = {**GOOD, **change}
