@@ -10,11 +10,11 @@ from .ranking import (
     _ap_all,
     _ap_at_k,
     _chunks,
-    _distance_histograms,
     _harmonic_table,
+    _histograms_from_sorted_keys,
     _prepare,
-    _ranked_relevance,
     _ranked_sums,
+    _sorted_hamming_keys,
     _tie_aware_ap,
 )
 
@@ -64,12 +64,15 @@ def evaluate_hashing(
         per_query.setdefault(key, []).append(values)
 
     for rows, relevant in _chunks(inputs, chunk_size):
-        items_at, relevant_at = _distance_histograms(inputs, rows, relevant)
+        # One sort serves everything: ranked relevance is the keys' low bit, and the per-distance
+        # histograms for tie-aware AP and the radius are read off the sorted keys.
+        sorted_keys = _sorted_hamming_keys(inputs, rows, relevant)
+        sums = _ranked_sums(sorted_keys & 1, inputs.inverse_positions)
+        items_at, relevant_at = _histograms_from_sorted_keys(inputs, sorted_keys, sums.hits)
         add("map_tie_aware", _tie_aware_ap(items_at, relevant_at, harmonic))
         within = items_at[:, : radius + 1].sum(1).to(torch.float64)
         relevant_within = relevant_at[:, : radius + 1].sum(1).to(torch.float64)
         add(f"p_within_r{radius}", torch.where(within > 0, relevant_within / within.clamp(min=1), 0.0))
-        sums = _ranked_sums(_ranked_relevance(inputs, rows, relevant))
         add("map", _ap_all(sums))
         for k in map_ks:
             for variant in MAP_AT_K_VARIANTS:

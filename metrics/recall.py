@@ -14,6 +14,7 @@ def _first_relevant_rank(inputs, rows, relevant: torch.Tensor) -> torch.Tensor:
     No sort: with score s (lower is better) and j* the first index holding the best relevant
     score s*, rank = #{s < s*} + #{s == s*, index < j*} + 1.
     """
+    relevant = relevant.bool()
     similarity = inputs.query[rows] @ inputs.retrieval.t()
     score = -similarity  # Hamming distance is (K - similarity) / 2: the same order
     best = torch.where(relevant, score, float("inf")).min(1, keepdim=True).values
