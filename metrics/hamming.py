@@ -1,23 +1,50 @@
-"""Hamming distances between ±1 codes."""
+"""Binary codes: validation, sign with sign(0) = +1, and Hamming distances between ±1 codes."""
 from __future__ import annotations
 
 import torch
 
 
+def binarize(values: torch.Tensor) -> torch.Tensor:
+    """Return float32 ±1 codes from real values: +1 where value >= 0, -1 elsewhere.
+
+    Unlike torch.sign / np.sign, an exact 0 maps to +1; sign(0) = 0 would give half-integer
+    Hamming distances and silently corrupt every ranking metric.
+    """
+    values = torch.as_tensor(values)
+    if values.is_floating_point() and bool(torch.isnan(values).any()):
+        raise ValueError("binarize: values contain NaN")
+    return torch.where(values >= 0, 1.0, -1.0).to(torch.float32)
+
+
 def as_pm1(codes: torch.Tensor, name: str = "codes") -> torch.Tensor:
-    """Return `codes` as float32 ±1; accepts ±1 or {0, 1} entries, anything else is an error."""
+    """Return `codes` as float32 ±1 (items x bits), on the device where `codes` lives.
+
+    Accepts entries all in {-1, +1} or all in {0, 1} (bool counts as {0, 1}). A mix of -1, 0 and
+    +1 is the sign(0) bug and is refused rather than guessed; use `binarize` on real values.
+    """
     codes = torch.as_tensor(codes)
     if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D (items x bits) tensor, got shape {tuple(codes.shape)}")
-    values = torch.unique(codes)
-    if bool(((values != 1) & (values != -1)).logical_not().all()):
-        return codes.float()
-    if bool(((values != 0) & (values != 1)).logical_not().all()):
-        return codes.float() * 2 - 1
-    raise ValueError(f"{name} must contain only ±1 (or 0/1) values, found {values[:5].tolist()}")
+        raise ValueError(f"{name} must be a non-empty 2-D (items x bits) array, got shape {tuple(codes.shape)}")
+    if codes.dtype == torch.bool:
+        return codes.to(torch.float32) * 2 - 1
+    if codes.is_complex():
+        raise ValueError(f"{name} must be real ±1 or 0/1 codes, got dtype {codes.dtype}")
+    # Two elementwise checks instead of torch.unique: no sort over (n x bits) entries.
+    is_one = codes == 1
+    if bool((is_one | (codes == -1)).all()):
+        return codes.to(torch.float32)
+    if bool((is_one | (codes == 0)).all()):
+        return codes.to(torch.float32) * 2 - 1
+    bad = codes[~(is_one | (codes == -1) | (codes == 0))]
+    if bad.numel() == 0:
+        raise ValueError(
+            f"{name} mixes -1, 0 and +1 (the sign(0) bug of torch.sign / np.sign); "
+            "expected all ±1 or all 0/1: binarize real values with metrics.binarize (0 -> +1)"
+        )
+    raise ValueError(f"{name} must contain only ±1 (or only 0/1) values, found e.g. {bad[:5].tolist()}")
 
 
 def hamming_distance(query: torch.Tensor, retrieval: torch.Tensor) -> torch.Tensor:
-    """Return (n_q, n_r) int32 Hamming distances, 0.5 * (K - q . r) for ±1 codes."""
+    """Return (n_q, n_r) int32 Hamming distances between ±1 codes, 0.5 * (K - q . r)."""
     k = query.shape[1]
     return (0.5 * (k - query.float() @ retrieval.float().t())).round().to(torch.int32)

@@ -1,0 +1,168 @@
+"""Evaluate saved codes without training: python -m runners.evaluate --help.
+
+Reads query/retrieval codes and labels from .npy, .npz or .mat (MATLAB v5 via scipy, v7.3 via
+h5py), prints the standard numbers of metrics.evaluate_hashing (or, with --cosine, the ranking
+metrics of real-valued embeddings). Errors are one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROLES = ("query_codes", "retrieval_codes", "query_labels", "retrieval_labels")
+# Key names accepted for each role inside one .npz/.mat file, first match wins.
+ALIASES = {
+    "query_codes": ("query_codes", "qB", "query_code", "q_codes"),
+    "retrieval_codes": ("retrieval_codes", "rB", "retrieval_code", "db_codes", "database_codes", "r_codes"),
+    "query_labels": ("query_labels", "qL", "query_L", "query_label", "q_labels"),
+    "retrieval_labels": ("retrieval_labels", "rL", "retrieval_L", "retrieval_label", "db_labels", "database_labels", "r_labels"),
+}
+
+
+def load_arrays(path: str) -> dict[str, np.ndarray]:
+    """Return every array in a .npy (key 'array'), .npz or .mat file, rows as items."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    suffix = file.suffix.lower()
+    if suffix == ".npy":
+        return {"array": np.load(file, allow_pickle=False)}
+    if suffix == ".npz":
+        with np.load(file, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    if suffix == ".mat":
+        import scipy.io
+
+        try:
+            content = scipy.io.loadmat(file)
+            return {k: v for k, v in content.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
+        except NotImplementedError:  # MATLAB v7.3 is HDF5; h5py sees the transposed layout
+            import h5py
+
+            with h5py.File(file, "r") as handle:
+                return {k: np.asarray(v).T for k, v in handle.items() if isinstance(v, h5py.Dataset)}
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .npy, .npz or .mat")
+
+
+def pick(arrays: dict[str, np.ndarray], source: str, role: str, key: str | None) -> np.ndarray:
+    """Return the array for `role`: the named key, the file's only array, or a known alias."""
+    if key is not None:
+        if key not in arrays:
+            raise ValueError(f"{source}: no key {key!r} for {role}; keys present: {sorted(arrays)}")
+        return arrays[key]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    for name in ALIASES[role]:
+        if name in arrays:
+            return arrays[name]
+    raise ValueError(f"{source}: cannot tell which array is {role}; name it as FILE:KEY (keys present: {sorted(arrays)})")
+
+
+def split_source(spec: str) -> tuple[str, str | None]:
+    """'file.npz:key' -> ('file.npz', 'key'); a plain path has no key."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and Path(head).suffix.lower() in (".npy", ".npz", ".mat"):
+        return head, tail
+    return spec, None
+
+
+def gather_inputs(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    inputs, cache = {}, {}
+    for role in ROLES:
+        spec = getattr(args, role) or args.file
+        if spec is None:
+            raise ValueError(f"no source for {role}: give FILE or --{role.replace('_', '-')}")
+        path, key = split_source(spec)
+        if path not in cache:
+            cache[path] = load_arrays(path)
+        inputs[role] = pick(cache[path], path, role, key)
+    for role in ("query_labels", "retrieval_labels"):
+        labels = inputs[role]
+        if labels.ndim == 2 and 1 in labels.shape and labels.shape[0] == 1:
+            inputs[role] = labels.ravel()  # MATLAB stores a class-id vector as 1 x n
+    return inputs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m runners.evaluate",
+        description="Evaluate saved binary codes (or real-valued embeddings with --cosine) for one retrieval "
+                    "direction: mAP@all (stable and tie-aware), mAP@k variants, P@k, precision within a Hamming radius.",
+        epilog="Examples:\n"
+               "  python -m runners.evaluate codes.npz          (keys query_codes, retrieval_codes, query_labels, retrieval_labels)\n"
+               "  python -m runners.evaluate --query-codes qB.npy --retrieval-codes rB.npy \\\n"
+               "      --query-labels data.mat:LAll_query --retrieval-labels data.mat:LAll_db --json\n"
+               "Codes: ±1 or 0/1 (add --binarize for real values: sign with 0 -> +1). Labels: multi-hot rows or 1-D class ids.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", nargs="?", help="one .npz/.mat holding all four arrays (known key names, see --help)")
+    for role in ROLES:
+        parser.add_argument(f"--{role.replace('_', '-')}", dest=role, metavar="FILE[:KEY]",
+                            help=f"{role.replace('_', ' ')} from .npy/.npz/.mat (overrides FILE)")
+    parser.add_argument("--map-k", type=int, nargs="+", default=[50, 1000, 5000], metavar="K", help="cutoffs for mAP@k (default: 50 1000 5000)")
+    parser.add_argument("--precision-k", type=int, nargs="+", default=[10, 100, 1000], metavar="K", help="cutoffs for P@k (default: 10 100 1000)")
+    parser.add_argument("--radius", type=int, default=2, help="Hamming radius for precision within the ball (default: 2)")
+    parser.add_argument("--permutation-seed", type=int, default=None, help="shuffle the database with this seed first (MATLAB protocol)")
+    parser.add_argument("--binarize", action="store_true", help="turn real-valued codes into ±1 (value >= 0 -> +1)")
+    parser.add_argument("--cosine", action="store_true", help="real-valued embeddings ranked by cosine similarity")
+    parser.add_argument("--device", default="cpu", help="torch device to evaluate on (default: cpu)")
+    parser.add_argument("--chunk-size", type=int, default=None, help="queries per chunk (default: ~1M pairs per chunk)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return parser
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, float]:
+    import torch
+
+    import metrics
+
+    arrays = gather_inputs(args)
+    device = torch.device(args.device)
+    tensors = {}
+    for role, array in arrays.items():
+        if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+            raise ValueError(f"{role} must be numeric, got dtype {array.dtype}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if role.endswith("codes") and args.binarize:
+            tensor = metrics.binarize(tensor)
+        tensors[role] = tensor.to(device)
+    if args.cosine:
+        common = dict(chunk_size=args.chunk_size, permutation_seed=args.permutation_seed, metric="cosine")
+        n_retrieval = tensors["retrieval_codes"].shape[0]
+        out = {"map": float(metrics.mean_average_precision(*tensors.values(), **common))}
+        for k in sorted(k for k in set(args.map_k) if k <= n_retrieval):
+            for variant in metrics.MAP_AT_K_VARIANTS:
+                out[f"map_at_{k}_{variant}"] = float(metrics.mean_average_precision_at_k(*tensors.values(), k, variant=variant, **common))
+        ks = sorted(k for k in set(args.precision_k) if k <= n_retrieval)
+        if ks:
+            out |= {f"p_at_{k}": float(v) for k, v in zip(ks, metrics.precision_at_k(*tensors.values(), ks, **common))}
+        return out
+    return metrics.evaluate_hashing(*tensors.values(), map_ks=args.map_k, precision_ks=args.precision_k, radius=args.radius,
+                                    permutation_seed=args.permutation_seed, chunk_size=args.chunk_size)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        results = evaluate(args)
+    except (ValueError, OSError, KeyError, RuntimeError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "codes must contain only" in message and not (args.binarize or args.cosine):
+            message += " (real-valued codes: add --binarize, or --cosine for embeddings)"
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results))
+    else:
+        width = max(map(len, results))
+        for name, value in results.items():
+            print(f"{name:<{width}}  {value:.6f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
