@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import platform
+import tempfile
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,6 +30,7 @@ from datasets import CrossModalData
 from methods import FitContext
 from methods.base import Encoder
 
+from . import artifacts
 from .identity import code_version, git_commit, run_key
 from .progress import Reporter
 from .suite import DEFAULT_SUITE, Cell, MethodEntry, Suite, SuiteError, load_suite, select
@@ -36,8 +39,27 @@ from .tracking import Tracker
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}
 
 
-def evaluate_encoder(encoder: Encoder, data: CrossModalData) -> dict[str, float]:
-    """Return final metrics for both directions: '<metric>_i2t' and '<metric>_t2i'."""
+def relevance_arrays(data: CrossModalData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (query, retrieval) relevance inputs for metrics: multi-hot labels, or 1-D instance
+    ids for caption-paired sets (meta relevance == 'ids')."""
+    if data.meta.get("relevance") == "ids":
+        return torch.from_numpy(data.query.ids), torch.from_numpy(data.retrieval.ids)
+    return torch.from_numpy(data.query.labels), torch.from_numpy(data.retrieval.labels)
+
+
+@dataclass
+class Evaluation:
+    """Final numbers of one run ('<metric>_<direction>') and what its artifacts are made of."""
+
+    values: dict[str, float]
+    per_query_ap: dict[str, np.ndarray]
+    curves: dict[str, dict[str, Any]]
+
+
+def evaluate_encoder(encoder: Encoder, data: CrossModalData, *, curves: bool = True) -> Evaluation:
+    """Return every final metric for both directions (query set against retrieval set):
+    map, map_tie_aware, map@k variants, p@k, p_within_r2 (Hamming); map_cosine for encoders with
+    real-valued embeddings; Recall@1/5/10 for id-paired sets; plus per-query APs and curves."""
     codes = {
         (split, modality): encoder.encode(modality, getattr(getattr(data, split), modality))
         for split in ("query", "retrieval") for modality in ("image", "text")
@@ -45,13 +67,28 @@ def evaluate_encoder(encoder: Encoder, data: CrossModalData) -> dict[str, float]
     for (split, modality), c in codes.items():
         if c.shape[1] != encoder.bits or not bool(((c == 1) | (c == -1)).all()):
             raise RuntimeError(f"encoder produced invalid {split} {modality} codes: shape {tuple(c.shape)}, expected ±1 x {encoder.bits}")
-    out: dict[str, float] = {}
-    q_labels = torch.from_numpy(data.query.labels)
-    r_labels = torch.from_numpy(data.retrieval.labels)
+    q_rel, r_rel = relevance_arrays(data)
+    values: dict[str, float] = {}
+    per_query: dict[str, np.ndarray] = {}
+    curve_data: dict[str, dict[str, Any]] = {}
     for direction, (q_mod, r_mod) in DIRECTIONS.items():
-        value = metrics.mean_average_precision(codes["query", q_mod], codes["retrieval", r_mod], q_labels, r_labels)
-        out[f"map_{direction}"] = float(value)
-    return out
+        q, r = codes["query", q_mod], codes["retrieval", r_mod]
+        for key, value in metrics.evaluate_hashing(q, r, q_rel, r_rel).items():
+            values[f"{key}_{direction}"] = value
+        per_query[direction] = metrics.mean_average_precision(q, r, q_rel, r_rel, per_query=True).cpu().numpy()
+        q_emb, r_emb = encoder.embed(q_mod, getattr(data.query, q_mod)), encoder.embed(r_mod, getattr(data.retrieval, r_mod))
+        if q_emb is not None and r_emb is not None:
+            values[f"map_cosine_{direction}"] = float(metrics.mean_average_precision(q_emb, r_emb, q_rel, r_rel, metric="cosine"))
+        if q_rel.ndim == 1:
+            for k, v in metrics.recall_at_k(q, r, q_rel, r_rel, (1, 5, 10)).items():
+                values[f"recall_at_{k}_{direction}"] = v
+        if curves:
+            ks = artifacts.precision_ks(len(data.retrieval))
+            curve_data[direction] = {
+                "pr": metrics.pr_curve(q, r, q_rel, r_rel, average="micro"),
+                "p_at_k": (ks, metrics.precision_at_k(q, r, q_rel, r_rel, ks).tolist()),
+            }
+    return Evaluation(values, per_query, curve_data)
 
 
 def validation_map(encoder: Encoder, data: CrossModalData) -> float:
@@ -177,9 +214,17 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
         )
         encoder = method.fit(data.train, cell.bits, ctx)
         fit_seconds = time.perf_counter() - started
-        results = evaluate_encoder(encoder, data)
-        results.update(fit_seconds=fit_seconds, total_seconds=time.perf_counter() - started)
+        evaluation = evaluate_encoder(encoder, data)
+        results = {**evaluation.values, "fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started}
         tracker.log_metrics(run_id, results)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            artifacts.write_curves(folder, evaluation.curves)
+            artifacts.write_per_query(folder, evaluation.per_query_ap)
+            artifacts.write_config(folder, {"dataset": cell.dataset.name, "dataset_options": dict(cell.dataset.options),
+                                            "method": cell.method.name, "label": cell.method.label, "config": params,
+                                            "bits": cell.bits, "seed": cell.seed, "run_key": key, "code_version": version})
+            tracker.log_artifacts(run_id, folder)
         tracker.finish(run_id, "FINISHED")
         return "FINISHED", f"{title}: mAP I->T {results['map_i2t']:.4f}  T->I {results['map_t2i']:.4f}  ({fit_seconds:.1f}s)"
     except KeyboardInterrupt:

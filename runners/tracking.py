@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from mlflow.entities import Metric, Param, RunTag
@@ -23,6 +24,15 @@ def resolve_uri(uri: str | None = None) -> str:
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def default_artifact_location(uri: str, experiment: str) -> str | None:
+    """Return where a new experiment keeps artifacts: `mlartifacts/<experiment>` beside a sqlite
+    file (so a store and its artifacts move together); the server's own choice otherwise."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        return (db.parent / "mlartifacts" / experiment).as_uri()
+    return None
+
+
 class Tracker:
     """An MLflow experiment holding one run per (dataset, method, config, bits, seed, code version)."""
 
@@ -30,7 +40,8 @@ class Tracker:
         self.uri = resolve_uri(uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=default_artifact_location(self.uri, experiment))
         self.experiment = experiment
 
     def runs(self, status: str | None = "FINISHED") -> list[Any]:
@@ -70,6 +81,10 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_artifacts(self, run_id: str, folder: str | Path) -> None:
+        """Copy every file of `folder` into the run's artifacts."""
+        self.client.log_artifacts(run_id, str(folder))
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         """Close the run as FINISHED, FAILED or KILLED."""

@@ -160,3 +160,27 @@ def test_compare_cli_prints_table_then_reruns_nothing(tmp_path):
     assert time.perf_counter() - started < 60  # answers from MLflow alone (generous for a loaded CI box)
     md = subprocess.run(cmd + ["--no-run", "--format", "markdown"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert md.returncode == 0 and md.stdout.startswith("### synthetic-wiki") and "| DCMH |" in md.stdout
+
+
+def test_artifacts_agree_with_logged_metrics(store, tmp_path):
+    _, suite, tracker, _ = store
+    run = tracker.finished()[cell_identity(suite.cells()[0])[0]]
+    folder = Path(tracker.client.download_artifacts(run.info.run_id, "", str(tmp_path)))
+    assert {"curves.csv", "pr_curve.png", "precision_at_k.png", "per_query_ap.npz", "config.json"} <= {p.name for p in folder.iterdir()}
+    from matplotlib import image as mpimg
+    import pandas as pd
+
+    for png in ("pr_curve.png", "precision_at_k.png"):
+        pixels = mpimg.imread(folder / png)  # decodes as a real image
+        assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
+    metrics_ = run.data.metrics
+    per_query = np.load(folder / "per_query_ap.npz")
+    assert per_query["i2t"].shape == (150,)
+    assert abs(per_query["i2t"].mean() - metrics_["map_i2t"]) < 1e-9 and abs(per_query["t2i"].mean() - metrics_["map_t2i"]) < 1e-9
+    curves = pd.read_csv(folder / "curves.csv")
+    p10 = curves[(curves.direction == "t2i") & (curves.curve == "precision_at_k") & (curves.x == 10)].precision.item()
+    assert abs(p10 - metrics_["p_at_10_t2i"]) < 1e-9
+    pr = curves[(curves.direction == "i2t") & (curves.curve == "pr_by_radius")]
+    assert list(pr.x) == list(range(9)) and abs(pr.recall.iloc[-1] - 1.0) < 1e-9  # radius K holds everything
+    config = json.loads((folder / "config.json").read_text())
+    assert config["run_key"] == run.data.tags["run_key"] and config["config"]["epochs"] == 3
