@@ -2,7 +2,13 @@
 
     python -m runners.compare                       # the default suite (benchmarks/default.toml)
     python -m runners.compare --suite benchmarks/mirflickr.toml --bits 16 32 64 --seeds 0 1 2
-    python -m runners.compare --no-run --format markdown --output table.md
+    python -m runners.compare --no-run --format latex --output table.tex
+    python -m runners.compare --format csv --output raw.csv   # one row per run, every metric
+
+The best mean per column is bold and marked '*'; a method whose per-query APs are not
+significantly different from the best's (paired Wilcoxon signed-rank over seeds x queries,
+p >= 0.05) is marked '≈'. Published numbers from benchmarks/references.toml appear as labelled
+reference rows when the dataset matches; they are never ranked.
 """
 from __future__ import annotations
 
@@ -13,24 +19,29 @@ from typing import Sequence
 
 from rich.console import Console
 
-from .leaderboard import aggregate, markdown_table, rich_table, suite_results
+from .leaderboard import aggregate, build_board, latex_table, load_references, markdown_table, rich_table, suite_results
 from .run import add_grid_arguments, cell_identity, run_grid, suite_from_args
 from .suite import SuiteError
 from .tracking import Tracker
+
+DEFAULT_REFERENCES = Path(__file__).resolve().parent.parent / "benchmarks" / "references.toml"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runners.compare", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n\n".join(__doc__.split("\n\n")[1:]),
     )
     add_grid_arguments(parser)
     parser.add_argument("--no-run", action="store_true", help="only show what MLflow already holds")
-    parser.add_argument("--format", choices=["rich", "markdown", "csv"], default="rich", help="output format (default: %(default)s)")
+    parser.add_argument("--format", choices=["rich", "markdown", "latex", "csv"], default="rich", help="output format (default: %(default)s)")
     parser.add_argument("--output", help="write the table(s) to this file instead of the terminal")
+    parser.add_argument("--references", default=str(DEFAULT_REFERENCES), help="published numbers to show as reference rows (default: %(default)s; 'none' for none)")
+    parser.add_argument("--no-significance", action="store_true", help="skip the paired significance tests (no artifact reads)")
     args = parser.parse_args(argv)
     try:
         suite = suite_from_args(args)
+        references = [] if args.references == "none" else load_references(args.references)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
 
@@ -40,22 +51,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         failed = run_grid(suite, tracker, force=args.force, workers=args.workers).failed
     keyed = [(cell, cell_identity(cell)[0]) for cell in suite.cells()]
     results = suite_results(suite, tracker.finished(), keyed)
-    out = Console(width=None if sys.stdout.isatty() and not args.output else 200, record=bool(args.output),
-                  file=open(args.output, "w") if args.output and args.format == "rich" else None)
     if results.empty:
         print("no finished runs for this suite yet (run without --no-run)", file=sys.stderr)
         return 1
-    methods_ = [m.label for m in suite.methods]
     if args.format == "csv":
         text = results.sort_values(["dataset", "method", "bits", "seed"]).to_csv(index=False)
-    elif args.format == "markdown":
-        stats = aggregate(results)
-        text = "\n\n".join(f"### {d.name}\n\n" + markdown_table(stats, d.name, methods_, suite.bits) for d in suite.datasets)
     else:
         stats = aggregate(results)
-        for d in suite.datasets:
-            out.print(rich_table(stats, d.name, methods_, suite.bits, suite.seeds))
-        text = None
+        boards = [
+            build_board(stats, d.name, [m.label for m in suite.methods], suite.bits, results,
+                        None if args.no_significance else tracker.per_query_ap, references)
+            for d in suite.datasets
+        ]
+        if args.format == "rich":
+            console = Console(width=None if sys.stdout.isatty() else 200)
+            if args.output:
+                console = Console(record=True, width=200, file=open(args.output, "w"))
+            for board in boards:
+                console.print(rich_table(board, suite.seeds))
+            text = None
+        elif args.format == "markdown":
+            text = "\n\n".join(f"### {b.dataset}\n\n{markdown_table(b, suite.seeds)}" for b in boards)
+        else:
+            text = "\n\n".join(latex_table(b, suite.seeds) for b in boards)
     if text is not None:
         if args.output:
             Path(args.output).write_text(text + "\n")

@@ -1,16 +1,28 @@
-"""Leaderboards from MLflow runs: mean ± std over seeds per (dataset, method, bits, direction)."""
+"""Leaderboards from MLflow runs: mean ± std over seeds per (dataset, method, bits, direction).
+
+One structured table (Board) feeds every format (rich, markdown, LaTeX). The best mean per column
+is marked; methods whose per-query APs are not significantly different from the best one's
+(paired Wilcoxon signed-rank over (seed, query) pairs) are marked too, so a "best" that is
+noise shows as such. Published numbers can be added as reference rows, never ranked.
+"""
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from .suite import Suite
+from .suite import Suite, SuiteError
 
 DIRECTION_NAMES = {"i2t": "I→T", "t2i": "T→I"}
 BEST_MARK = "*"
+TIE_MARK = "≈"
+ALPHA = 0.05
 
 
 def suite_results(suite: Suite, finished: dict[str, Any], keys: Iterable[tuple[Any, str]]) -> pd.DataFrame:
@@ -32,7 +44,7 @@ def suite_results(suite: Suite, finished: dict[str, Any], keys: Iterable[tuple[A
 def aggregate(results: pd.DataFrame, metric: str = "map") -> pd.DataFrame:
     """Return mean, std (ddof=1; 0 for one seed) and count over seeds, indexed by
     (dataset, method) with columns (statistic, direction, bits)."""
-    cols = [f"{metric}_{d}" for d in DIRECTION_NAMES]
+    cols = [f"{metric}_{d}" for d in DIRECTION_NAMES if f"{metric}_{d}" in results]
     long = results.melt(id_vars=["dataset", "method", "bits", "seed"], value_vars=cols, var_name="direction", value_name="value")
     long["direction"] = long["direction"].str.removeprefix(f"{metric}_")
     grouped = long.groupby(["dataset", "method", "direction", "bits"])["value"]
@@ -40,65 +52,194 @@ def aggregate(results: pd.DataFrame, metric: str = "map") -> pd.DataFrame:
     return stats.unstack(["direction", "bits"])
 
 
-def _best(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return max(finite) if finite else math.nan
+def paired_p_value(a: np.ndarray, b: np.ndarray) -> float:
+    """Return the two-sided p-value of a Wilcoxon signed-rank test on paired samples a, b
+    (1.0 when every difference is zero)."""
+    from scipy.stats import wilcoxon
+
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if not np.any(diff != 0):
+        return 1.0
+    return float(wilcoxon(a, b, zero_method="wilcox").pvalue)
 
 
-def leaderboard_rows(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits: Sequence[int]) -> tuple[list[str], list[list[str]], list[list[bool]]]:
-    """Return (headers, text rows, best flags) for one dataset: 'mean ± std' per (direction, bits)."""
-    headers = ["method"] + [f"{DIRECTION_NAMES[d]} {b}" for d in DIRECTION_NAMES for b in bits]
+@dataclass
+class Entry:
+    """One leaderboard cell."""
+
+    mean: float = math.nan
+    std: float = 0.0
+    n: int = 0
+    best: bool = False
+    tie_with_best: bool = False  # not significantly different from the best (p >= ALPHA)
+    p_value: float | None = None
+    published: bool = False
+
+    def text(self) -> str:
+        if math.isnan(self.mean):
+            return "—"
+        body = f"{self.mean:.4f} ± {self.std:.4f}" if self.n > 1 else f"{self.mean:.4f}"
+        return body + (f" {BEST_MARK}" if self.best else "") + (f" {TIE_MARK}" if self.tie_with_best else "")
+
+
+@dataclass
+class Board:
+    """A dataset's leaderboard: rows of Entries under (direction, bits) columns."""
+
+    dataset: str
+    columns: list[tuple[str, int]]
+    rows: dict[str, list[Entry]]
+    references: dict[str, tuple[str, list[Entry]]] = field(default_factory=dict)  # label -> (source, entries)
+    tested: bool = False
+
+    def headers(self) -> list[str]:
+        return ["method"] + [f"{DIRECTION_NAMES[d]} {b}" for d, b in self.columns]
+
+
+def build_board(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits: Sequence[int],
+                results: pd.DataFrame | None = None,
+                per_query: Callable[[str], Mapping[str, np.ndarray]] | None = None,
+                references: Sequence[Mapping[str, Any]] = ()) -> Board:
+    """Return the Board of one dataset. With `results` and `per_query` (run_id -> {direction: APs}),
+    each method is tested against the column's best on per-query APs paired over (seed, query)."""
+    columns = [(d, b) for d in DIRECTION_NAMES for b in bits]
     table = stats.loc[dataset] if dataset in stats.index.get_level_values(0) else None
-    cells: list[list[str]] = []
-    flags: list[list[bool]] = []
-    means = {}
-    for d in DIRECTION_NAMES:
-        for b in bits:
-            col = []
-            for m in methods:
-                try:
-                    col.append(float(table.loc[m, ("mean", d, b)]))
-                except (KeyError, AttributeError, TypeError):
-                    col.append(math.nan)
-            means[d, b] = col
-    for i, m in enumerate(methods):
-        row, flag = [m], [False]
-        for d in DIRECTION_NAMES:
-            for b in bits:
-                mean = means[d, b][i]
-                if math.isnan(mean):
-                    row.append("—")
-                    flag.append(False)
-                    continue
-                std = float(table.loc[m, ("std", d, b)])
-                n = int(table.loc[m, ("n", d, b)])
-                best = mean == _best(means[d, b]) and sum(not math.isnan(v) for v in means[d, b]) > 1
-                text = f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f}"
-                row.append(text + (f" {BEST_MARK}" if best else ""))
-                flag.append(best)
-        cells.append(row)
-        flags.append(flag)
-    return headers, cells, flags
+    board = Board(dataset, columns, {m: [] for m in methods}, tested=per_query is not None)
+    for m in methods:
+        for d, b in columns:
+            try:
+                board.rows[m].append(Entry(float(table.loc[m, ("mean", d, b)]), float(table.loc[m, ("std", d, b)]),
+                                           int(table.loc[m, ("n", d, b)])))
+            except (KeyError, AttributeError, TypeError):
+                board.rows[m].append(Entry())
+    for j, (d, b) in enumerate(columns):
+        present = [m for m in methods if not math.isnan(board.rows[m][j].mean)]
+        if len(present) < 2:
+            continue
+        best = max(present, key=lambda m: board.rows[m][j].mean)
+        board.rows[best][j].best = True
+        if per_query is None or results is None:
+            continue
+        best_aps = _paired_aps(results, per_query, dataset, best, b, d)
+        for m in present:
+            if m == best:
+                continue
+            other = _paired_aps(results, per_query, dataset, m, b, d)
+            common = sorted(set(best_aps) & set(other))
+            if not common:
+                continue
+            p = paired_p_value(np.concatenate([best_aps[s] for s in common]), np.concatenate([other[s] for s in common]))
+            board.rows[m][j].p_value = p
+            board.rows[m][j].tie_with_best = p >= ALPHA
+    for ref in references:
+        if ref["dataset"] != dataset:
+            continue
+        label = f"{ref['method']} (published)"
+        entries = [Entry(float(ref["values"].get(f"{d}_{b}", math.nan)), published=True) for d, b in columns]
+        if any(not math.isnan(e.mean) for e in entries):
+            board.references[label] = (ref.get("source", ""), entries)
+    return board
 
 
-def rich_table(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits: Sequence[int], seeds: Sequence[int]) -> Table:
-    """Return a rich Table for one dataset; the best mean per column is bold and marked '*'."""
-    headers, rows, flags = leaderboard_rows(stats, dataset, methods, bits)
-    table = Table(
-        title=f"{dataset} — mAP@all (Hamming ranking, ties by database index), mean ± std over seeds {list(seeds)}",
-        caption=f"{BEST_MARK} best in column (also bold)", title_justify="left",
-    )
-    for i, h in enumerate(headers):
+def _paired_aps(results: pd.DataFrame, per_query, dataset: str, method: str, bits: int, direction: str) -> dict[int, np.ndarray]:
+    """Return {seed: per-query APs} of one method and column (only seeds whose arrays agree in length)."""
+    rows = results[(results.dataset == dataset) & (results.method == method) & (results.bits == bits)]
+    out = {int(r.seed): np.asarray(per_query(r.run_id)[direction]) for r in rows.itertuples()}
+    lengths = {len(v) for v in out.values()}
+    return out if len(lengths) <= 1 else {}
+
+
+def caption(board: Board, seeds: Sequence[int]) -> str:
+    """Return the legend under a table: what the marks mean."""
+    text = f"{BEST_MARK} best in column (also bold)"
+    if board.tested:
+        text += f"; {TIE_MARK} not significantly different from the best (paired Wilcoxon signed-rank on per-query AP over seeds × queries, p ≥ {ALPHA})"
+    if board.references:
+        text += "; (published) rows are numbers from the papers, on their own features, not rerun here"
+    return text
+
+
+def title(board: Board, seeds: Sequence[int]) -> str:
+    return f"{board.dataset} — mAP@all (Hamming ranking, ties by database index), mean ± std over seeds {list(seeds)}"
+
+
+def rich_table(board: Board, seeds: Sequence[int]) -> Table:
+    """Return a rich Table: best per column bold and marked '*', ties with it marked '≈'."""
+    table = Table(title=title(board, seeds), caption=caption(board, seeds), title_justify="left")
+    for i, h in enumerate(board.headers()):
         table.add_column(h, justify="left" if i == 0 else "right", no_wrap=True)
-    for row, flag in zip(rows, flags):
-        table.add_row(*[f"[bold]{t}[/bold]" if f else t for t, f in zip(row, flag)])
+    for m, entries in board.rows.items():
+        table.add_row(m, *[f"[bold]{e.text()}[/bold]" if e.best else e.text() for e in entries])
+    for label, (_, entries) in board.references.items():
+        table.add_row(f"[italic]{label}[/italic]", *[f"[italic]{e.text()}[/italic]" for e in entries])
     return table
 
 
-def markdown_table(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits: Sequence[int]) -> str:
-    """Return a GitHub markdown table for one dataset; the best per column is **bold** and marked."""
-    headers, rows, flags = leaderboard_rows(stats, dataset, methods, bits)
+def markdown_table(board: Board, seeds: Sequence[int]) -> str:
+    """Return a GitHub markdown table; the best per column is **bold** and marked."""
+    headers = board.headers()
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
-    for row, flag in zip(rows, flags):
-        lines.append("| " + " | ".join(f"**{t}**" if f else t for t, f in zip(row, flag)) + " |")
+    for m, entries in board.rows.items():
+        lines.append("| " + " | ".join([m] + [f"**{e.text()}**" if e.best else e.text() for e in entries]) + " |")
+    for label, (_, entries) in board.references.items():
+        lines.append("| " + " | ".join([f"_{label}_"] + [f"_{e.text()}_" for e in entries]) + " |")
+    return "\n".join(lines + ["", caption(board, seeds)])
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("$", r"\$")):
+        text = text.replace(a, b)
+    return text
+
+
+def latex_table(board: Board, seeds: Sequence[int]) -> str:
+    """Return a booktabs LaTeX table: mean ± std, best bold, ties with the best marked $^\\approx$."""
+    bits = sorted({b for _, b in board.columns})
+    dirs = list(dict.fromkeys(d for d, _ in board.columns))
+    latex_dirs = {d: name.replace("→", "$\\rightarrow$") for d, name in DIRECTION_NAMES.items()}
+
+    def cell(e: Entry) -> str:
+        if math.isnan(e.mean):
+            return "--"
+        body = f"{e.mean:.4f}" + (f" $\\pm$ {e.std:.4f}" if e.n > 1 else "")
+        body = f"\\textbf{{{body}}}" if e.best else body
+        return body + ("$^{\\approx}$" if e.tie_with_best else "")
+
+    lines = [
+        "\\begin{table}[t]", "\\centering",
+        f"\\caption{{{_latex_escape(board.dataset)}: mAP@all, mean $\\pm$ std over {len(seeds)} seeds. "
+        "Bold: best per column" + ("; $^{\\approx}$: not significantly different from the best (paired Wilcoxon, $p \\ge 0.05$)" if board.tested else "") + ".}",
+        "\\begin{tabular}{l" + "r" * len(board.columns) + "}", "\\toprule",
+        " & " + " & ".join(f"\\multicolumn{{{len(bits)}}}{{c}}{{{latex_dirs[d]}}}" for d in dirs) + " \\\\",
+        "Method & " + " & ".join(f"{b} bits" for _, b in board.columns) + " \\\\", "\\midrule",
+    ]
+    for m, entries in board.rows.items():
+        lines.append(_latex_escape(m) + " & " + " & ".join(cell(e) for e in entries) + " \\\\")
+    if board.references:
+        lines.append("\\midrule")
+        for label, (_, entries) in board.references.items():
+            lines.append(f"\\textit{{{_latex_escape(label)}}} & " + " & ".join(cell(e) for e in entries) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(lines)
+
+
+def load_references(path: str | Path) -> list[dict[str, Any]]:
+    """Return published reference rows from a TOML file of [[reference]] tables with keys
+    dataset, method, source, and values {"i2t_16" = 0.741, ...}."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SuiteError(f"reference file {str(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML ({exc})") from None
+    refs = raw.get("reference", [])
+    for i, ref in enumerate(refs):
+        missing = {"dataset", "method", "source", "values"} - set(ref)
+        if missing:
+            raise SuiteError(f"{path}: reference[{i}] lacks {sorted(missing)}; each needs dataset, method, source, values")
+        for key in ref["values"]:
+            direction, _, bits = key.partition("_")
+            if direction not in DIRECTION_NAMES or not bits.isdigit():
+                raise SuiteError(f"{path}: reference[{i}] value key {key!r}; expected i2t_<bits> or t2i_<bits>")
+    return refs

@@ -43,6 +43,7 @@ class Tracker:
         self.experiment_id = found.experiment_id if found else self.client.create_experiment(
             experiment, artifact_location=default_artifact_location(self.uri, experiment))
         self.experiment = experiment
+        self._per_query: dict[str, dict] = {}
 
     def runs(self, status: str | None = "FINISHED") -> list[Any]:
         """Return all runs of the experiment that carry a run_key tag (optionally of one status)."""
@@ -85,6 +86,19 @@ class Tracker:
     def log_artifacts(self, run_id: str, folder: str | Path) -> None:
         """Copy every file of `folder` into the run's artifacts."""
         self.client.log_artifacts(run_id, str(folder))
+
+    def per_query_ap(self, run_id: str) -> dict[str, "np.ndarray"]:
+        """Return a run's per-query APs by direction (read from its per_query_ap.npz artifact)."""
+        import tempfile
+
+        import numpy as np
+
+        if run_id not in self._per_query:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self.client.download_artifacts(run_id, "per_query_ap.npz", tmp)
+                with np.load(path) as z:
+                    self._per_query[run_id] = {k: z[k] for k in z.files}
+        return self._per_query[run_id]
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         """Close the run as FINISHED, FAILED or KILLED."""

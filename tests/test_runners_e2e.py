@@ -73,19 +73,54 @@ def test_leaderboard_matches_mlflow_contents(store):
     _, suite, tracker, _ = store
     finished = tracker.finished()
     keyed = [(c, cell_identity(c)[0]) for c in suite.cells()]
-    stats = leaderboard.aggregate(leaderboard.suite_results(suite, finished, keyed))
-    headers, rows, flags = leaderboard.leaderboard_rows(stats, "synthetic-wiki", ["DCMH", "DCMH-1ep"], [8, 16])
-    assert headers == ["method", "I→T 8", "I→T 16", "T→I 8", "T→I 16"]
+    results = leaderboard.suite_results(suite, finished, keyed)
+    board = leaderboard.build_board(leaderboard.aggregate(results), "synthetic-wiki", ["DCMH", "DCMH-1ep"], [8, 16],
+                                    results, tracker.per_query_ap)
+    assert board.headers() == ["method", "I→T 8", "I→T 16", "T→I 8", "T→I 16"]
     # Independent recomputation straight from the MLflow runs.
-    for r, label in enumerate(["DCMH", "DCMH-1ep"]):
-        for col, (direction, bits) in enumerate([("i2t", 8), ("i2t", 16), ("t2i", 8), ("t2i", 16)], start=1):
+    for label in ("DCMH", "DCMH-1ep"):
+        for col, (direction, bits) in enumerate([("i2t", 8), ("i2t", 16), ("t2i", 8), ("t2i", 16)]):
             values = [finished[k].data.metrics[f"map_{direction}"] for c, k in keyed if c.method.label == label and c.bits == bits]
             assert len(values) == 2
-            assert rows[r][col].startswith(f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}")
-    for col in range(1, 5):  # exactly one best per column, marked with the symbol
-        assert sum(flags[r][col] for r in range(2)) == 1
-        best = max(range(2), key=lambda r: float(rows[r][col].split()[0]))
-        assert flags[best][col] and rows[best][col].endswith(" *")
+            assert board.rows[label][col].text().startswith(f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}")
+    for col in range(4):  # exactly one best per column, marked; the other one tested against it
+        entries = [board.rows[m][col] for m in ("DCMH", "DCMH-1ep")]
+        assert sum(e.best for e in entries) == 1
+        best, other = (entries[0], entries[1]) if entries[0].best else (entries[1], entries[0])
+        assert best.mean >= other.mean and best.text().endswith(" *")
+        assert other.p_value is not None and 0.0 <= other.p_value <= 1.0
+        assert other.tie_with_best == (other.p_value >= 0.05)
+        assert other.text().endswith(" ≈") == other.tie_with_best
+
+
+def test_compare_formats_and_references(store, tmp_path):
+    uri, _, _, _ = store
+    suite_file = tmp_path / "tiny.toml"
+    import tomllib  # noqa: F401  (the suite is written back as TOML by hand)
+    suite_file.write_text(
+        'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
+        'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 3, text_hidden = [64] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { epochs = 1, text_hidden = [64] }\n'
+    )
+    refs = tmp_path / "refs.toml"
+    refs.write_text('[[reference]]\ndataset = "synthetic-wiki"\nmethod = "Oracle"\nsource = "made up for the test"\n'
+                    'values = { i2t_8 = 0.9999 }\n')
+    base = [sys.executable, "-m", "runners.compare", "--suite", str(suite_file), "--tracking-uri", uri,
+            "--experiment", "e2e", "--no-run", "--references", str(refs)]
+    md = subprocess.run(base + ["--format", "markdown"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert md.returncode == 0, md.stderr
+    ref_line = next(line for line in md.stdout.splitlines() if "Oracle" in line)
+    assert ref_line.startswith("| _Oracle (published)_ | _0.9999_ |") and "*" not in ref_line  # shown, never ranked
+    assert md.stdout.count(" *") >= 4  # a best in each of the four columns, not the reference
+    tex = subprocess.run(base + ["--format", "latex"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert tex.returncode == 0 and "\\toprule" in tex.stdout and "\\textbf{" in tex.stdout and "\\textit{Oracle (published)}" in tex.stdout
+    csv_out = tmp_path / "raw.csv"
+    raw = subprocess.run(base + ["--format", "csv", "--output", str(csv_out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    import pandas as pd
+
+    frame = pd.read_csv(csv_out)
+    assert raw.returncode == 0 and len(frame) == 8 and {"map_i2t", "map_tie_aware_t2i", "run_id"} <= set(frame.columns)
 
 
 def test_failed_cell_is_recorded_and_rerun(tmp_path):

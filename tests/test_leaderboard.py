@@ -1,0 +1,76 @@
+"""Leaderboard pieces with hand-checked values: the paired test, marks, reference files."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runners import leaderboard
+from runners.suite import SuiteError
+
+
+def test_wilcoxon_p_value_matches_the_exact_hand_count():
+    # Six paired differences, all positive, distinct magnitudes: the signed-rank statistic is at its
+    # extreme; of the 2^6 = 64 equally likely sign patterns exactly 2 are as extreme (all + or all -),
+    # so the exact two-sided p-value is 2/64.
+    a = np.array([0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
+    b = a - np.array([0.01, 0.02, 0.03, 0.04, 0.05, 0.06])
+    assert leaderboard.paired_p_value(a, b) == pytest.approx(2 / 64)
+
+
+def test_identical_aps_are_never_significant():
+    a = np.linspace(0, 1, 50)
+    assert leaderboard.paired_p_value(a, a.copy()) == 1.0
+
+
+def _results():
+    rows = []
+    for method, base in (("A", 0.70), ("B", 0.60), ("C", 0.699)):
+        for seed in (0, 1):
+            rows.append({"dataset": "d", "method": method, "bits": 16, "seed": seed, "run_id": f"{method}{seed}",
+                         "map_i2t": base + 0.01 * seed, "map_t2i": base})
+    return pd.DataFrame(rows)
+
+
+def test_board_marks_best_and_ties_from_per_query_aps():
+    rng = np.random.default_rng(0)
+    noise = {f"{m}{s}": rng.normal(0, 0.001, 200) for m in "ABC" for s in (0, 1)}
+    shared = rng.random(200)
+
+    def per_query(run_id):
+        offset = {"A": 0.10, "B": 0.0, "C": 0.10}[run_id[0]]  # C is A up to tiny noise; B is far below
+        return {"i2t": shared + offset + noise[run_id], "t2i": shared + offset + noise[run_id]}
+
+    results = _results()
+    board = leaderboard.build_board(leaderboard.aggregate(results), "d", ["A", "B", "C"], [16], results, per_query)
+    a, b, c = (board.rows[m][0] for m in "ABC")  # column I→T 16
+    assert a.best and not b.best and not c.best
+    assert a.mean == pytest.approx(0.705) and a.std == pytest.approx(np.std([0.70, 0.71], ddof=1))
+    assert b.p_value < 1e-6 and not b.tie_with_best
+    assert c.p_value > 0.05 and c.tie_with_best and c.text().endswith("≈")
+
+
+def test_missing_cells_show_a_dash():
+    results = _results()
+    results = results[results.method != "B"]
+    board = leaderboard.build_board(leaderboard.aggregate(results), "d", ["A", "B"], [16])
+    assert math.isnan(board.rows["B"][0].mean) and board.rows["B"][0].text() == "—"
+    assert not board.rows["A"][0].best  # nothing to be better than
+
+
+def test_reference_file_errors(tmp_path):
+    bad = tmp_path / "r.toml"
+    bad.write_text('[[reference]]\ndataset = "x"\nmethod = "M"\nsource = "s"\nvalues = { i2t16 = 0.5 }\n')
+    with pytest.raises(SuiteError, match=r"value key 'i2t16'; expected i2t_<bits> or t2i_<bits>"):
+        leaderboard.load_references(bad)
+    bad.write_text('[[reference]]\ndataset = "x"\nmethod = "M"\n')
+    with pytest.raises(SuiteError, match=r"lacks \['source', 'values'\]"):
+        leaderboard.load_references(bad)
+
+
+def test_shipped_references_load():
+    from runners.compare import DEFAULT_REFERENCES
+
+    refs = leaderboard.load_references(DEFAULT_REFERENCES)
+    dcmh = next(r for r in refs if r["method"] == "DCMH" and r["dataset"] == "mirflickr25k")
+    assert dcmh["values"]["i2t_16"] == 0.7410 and dcmh["values"]["t2i_64"] == 0.7932  # METHODS.md / paper
