@@ -63,6 +63,8 @@ def create_study(storage: Any, name: str, seed: int, attrs: Mapping[str, Any]) -
         if study.user_attrs.get(key, value) != value:
             raise SuiteError(f"study {name!r} was created with {key}={study.user_attrs[key]!r}, not {value!r}; pick another --study-name")
         study.set_user_attr(key, value)
+    if not study.trials:
+        study.enqueue_trial({}, user_attrs={"is_default": True})  # trial 0: the method's defaults
     return study
 
 
@@ -200,8 +202,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = create_study(storage, name, args.seed, attrs)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
-    if not study.trials:
-        study.enqueue_trial({}, user_attrs={"is_default": True})  # trial 0: the defaults
     data = datasets.load(args.dataset, **loader_opts)
     if data.validation is None:
         parser.exit(2, f"error: data set {args.dataset!r} has no validation split; tuning never uses the query set\n")

@@ -1,0 +1,166 @@
+"""Optuna tuning through real storages: sqlite, the journal file, and a real PostgreSQL server
+on 127.0.0.1 shared by two worker processes. Trials are logged to a real MLflow store."""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+import datasets
+import methods
+from methods import FitContext
+from runners.run import validation_map
+from runners.tracking import Tracker
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = ["--dataset", "synthetic-wiki", "--dataset-option", "n_items=700", "--dataset-option", "n_train=450",
+        "--dataset-option", "n_query=150", "--dataset-option", "n_validation=80"]
+FAST = ["--override", "epochs=3", "--override", "text_hidden=[64]"]
+
+
+def _tune(tmp_path, storage, *extra, study="s", timeout=600):
+    cmd = [sys.executable, "-m", "runners.tune", "--method", "dcmh", *DATA, *FAST, "--bits", "16",
+           "--storage", storage, "--study-name", study, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *extra]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_sqlite_study_starts_from_the_defaults_and_logs_each_trial(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proc = _tune(tmp_path, storage, "--trials", "3")
+    assert proc.returncode == 0, proc.stderr
+    study = optuna.load_study(study_name="s", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 3 and trials[0].user_attrs.get("is_default") and trials[0].params == {}
+    assert {"gamma", "eta", "lr_start"} <= set(trials[1].params)  # DCMH's declared search space
+    assert "gain over default" in proc.stdout and "default (#0)" in proc.stdout
+    runs = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "xmodal-hash-bench-tuning").client.search_runs(
+        [Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "xmodal-hash-bench-tuning").experiment_id])
+    assert sorted(int(r.data.tags["trial"]) for r in runs) == [0, 1, 2]
+    for run in runs:  # each finished trial's MLflow value is the study's value
+        trial = trials[int(run.data.tags["trial"])]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert run.data.metrics["val_map"] == pytest.approx(trial.value)
+    # --params-from feeds the best config into the runners
+    suite = tmp_path / "suite.toml"
+    suite.write_text('bits = [16]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
+                     'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 80 }\n'
+                     '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 3, text_hidden = [64] }\n')
+    compare = subprocess.run([sys.executable, "-m", "runners.compare", "--suite", str(suite), "--params-from", "s",
+                              "--optuna-storage", storage, "--tracking-uri", f"sqlite:///{tmp_path / 'runs.db'}",
+                              "--format", "markdown"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert compare.returncode == 0, compare.stderr
+    assert "| DCMH (tuned) |" in compare.stdout
+    runs = Tracker(f"sqlite:///{tmp_path / 'runs.db'}").finished().values()
+    best = json.loads(study.best_trial.user_attrs["overrides"])
+    params = next(iter(runs)).data.params
+    assert all(params[f"cfg.{k}"] == str(v if not isinstance(v, list) else v) for k, v in best.items() if k not in ("text_hidden",))
+
+
+def test_journal_file_storage_resumes_the_same_study(tmp_path):
+    journal = str(tmp_path / "study.log")
+    assert _tune(tmp_path, journal, "--trials", "1", "--no-mlflow").returncode == 0
+    again = _tune(tmp_path, journal, "--trials", "1", "--no-mlflow")
+    assert again.returncode == 0, again.stderr
+    from runners.tune import open_storage
+
+    study = optuna.load_study(study_name="s", storage=open_storage(journal))
+    assert len(study.trials) == 2 and study.trials[0].user_attrs.get("is_default")
+
+
+def test_bad_tune_input_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "runners.tune", "--method", "nope", "--dataset", "synthetic-wiki"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "unknown method 'nope'" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "runners.tune", "--method", "dcmh", "--dataset", "synthetic-wiki", "--bits", "-1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "bits must be a positive integer" in proc.stderr
+
+
+def test_objective_never_looks_at_the_query_set():
+    data = datasets.load("synthetic-wiki", n_items=600, n_train=400, n_query=150, n_validation=60)
+    encoder = methods.create("dcmh", {"epochs": 2, "text_hidden": [32]}).fit(data.train, 16, FitContext(seed=0))
+    scrambled = dataclasses.replace(data, query=data.query.subset(np.arange(10)), retrieval=data.query.subset(np.arange(5)))
+    assert validation_map(encoder, data) == validation_map(encoder, scrambled)
+
+
+# --- a real PostgreSQL server on 127.0.0.1 -------------------------------------------------------
+
+def _pg_bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@pytest.fixture
+def postgres_url(tmp_path):
+    """Start a throwaway PostgreSQL server on 127.0.0.1 (Debian's postgresql package); skip if absent."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server binaries not found (install Debian's 'postgresql' package)")
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg2 not installed (pip install psycopg2-binary)")
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        if shutil.which("runuser") is None or subprocess.run(["id", "postgres"], capture_output=True).returncode != 0:
+            pytest.skip("running as root without a 'postgres' user to start the server as")
+        run_as = ["runuser", "-u", "postgres", "--"]
+    # pytest's tmp folders are private to root; the server user needs a folder it can reach.
+    base = Path(tempfile.mkdtemp(prefix="xmh-pg-"))
+    os.chmod(base, 0o755)
+    data_dir = base / "pgdata"
+    data_dir.mkdir()
+    if run_as:
+        shutil.chown(data_dir, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(run_as + [initdb, "-D", str(data_dir), "-U", "bench", "--auth=trust"], check=True, capture_output=True, timeout=120)
+    log = data_dir / "server.log"
+    subprocess.run(run_as + [pg_ctl, "-D", str(data_dir), "-l", str(log), "-w", "-t", "60", "start",
+                             "-o", f"-h 127.0.0.1 -p {port} -k {data_dir}"], check=True, capture_output=True, timeout=120)
+    try:
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="bench", dbname="postgres")
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE optuna")
+        conn.close()
+        yield f"postgresql+psycopg2://bench@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run(run_as + [pg_ctl, "-D", str(data_dir), "-m", "fast", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_study_on_postgresql(tmp_path, postgres_url):
+    from runners.tune import create_study
+
+    # The parent creates the study once; then two worker processes run trials into it at once.
+    create_study(postgres_url, "shared", 0, {"method": "dcmh", "dataset": "synthetic-wiki", "bits": 16,
+                                              "dataset_options": json.dumps({"n_items": 700, "n_query": 150, "n_train": 450, "n_validation": 80}, sort_keys=True),
+                                              "overrides": json.dumps({"epochs": 3, "text_hidden": [64]}, sort_keys=True)})
+    cmd = [sys.executable, "-m", "runners.tune", "--method", "dcmh", *DATA, *FAST, "--bits", "16", "--storage", postgres_url,
+           "--study-name", "shared", "--trials", "2", "--no-mlflow"]
+    workers = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [w.communicate(timeout=600) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outs]
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    numbers = sorted(t.number for t in study.trials)
+    assert numbers == [0, 1, 2, 3]  # 2 workers x 2 trials, no trial lost or run twice
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
