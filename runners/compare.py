@@ -20,7 +20,7 @@ from typing import Sequence
 from rich.console import Console
 
 from .leaderboard import aggregate, build_board, latex_table, load_references, markdown_table, rich_table, suite_results
-from .run import add_grid_arguments, cell_identity, run_grid, suite_from_args
+from .run import add_grid_arguments, cell_identity, parse_shard, run_grid, suite_from_args
 from .suite import SuiteError
 from .tracking import Tracker
 
@@ -41,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         suite = suite_from_args(args)
+        parse_shard(args.shard)
         references = [] if args.references == "none" else load_references(args.references)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracker = Tracker(args.tracking_uri, args.experiment)
     failed = []
     if not args.no_run:
-        failed = run_grid(suite, tracker, force=args.force, workers=args.workers).failed
+        failed = run_grid(suite, tracker, force=args.force, workers=args.workers, shard=parse_shard(args.shard)).failed
     keyed = [(cell, cell_identity(cell)[0]) for cell in suite.cells()]
     results = suite_results(suite, tracker.finished(), keyed)
     if results.empty:

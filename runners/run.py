@@ -133,8 +133,26 @@ def _environment_tags(device: str) -> dict[str, str]:
     }
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """Return (index, count) from 'I/N' with 0 <= I < N, or None; SuiteError otherwise."""
+    if text is None:
+        return None
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SuiteError(f"--shard expects I/N (e.g. 0/3), got {text!r}") from None
+    if not 0 <= index < count:
+        raise SuiteError(f"--shard {text}: need 0 <= I < N")
+    return index, count
+
+
+def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
+    """True if the run `key` belongs to `shard` (cells split by their key, stable across machines)."""
+    return shard is None or int(key, 16) % shard[1] == shard[0]
+
+
 def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: int = 1,
-             console: Console | None = None) -> GridReport:
+             shard: tuple[int, int] | None = None, console: Console | None = None) -> GridReport:
     """Run every cell of `suite` not already finished in `tracker` (all of them with force).
 
     With workers > 1 the cells go to that many spawned processes sharing the store (created here,
@@ -144,6 +162,8 @@ def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: in
     todo: list[tuple[Cell, str]] = []
     for cell in suite.cells():
         key = cell_identity(cell)[0]
+        if not in_shard(key, shard):
+            continue
         if key in finished:
             report.reused.append(key)
         else:
@@ -282,6 +302,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", default="xmodal-hash-bench", help="MLflow experiment name (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rerun every cell even if MLflow holds it")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the grid (default: %(default)s)")
+    parser.add_argument("--shard", metavar="I/N", help="run only shard I of N (cells split by run key): one per machine")
     parser.add_argument("--params-from", metavar="STUDY", help="use the best config of this Optuna study for its method")
     parser.add_argument("--optuna-storage", default="sqlite:///optuna.db", help="storage of --params-from (default: %(default)s)")
 
@@ -317,10 +338,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         suite = suite_from_args(args)
+        parse_shard(args.shard)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
     tracker = Tracker(args.tracking_uri, args.experiment)
-    report = run_grid(suite, tracker, force=args.force, workers=args.workers)
+    try:
+        shard = parse_shard(args.shard)
+    except SuiteError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    report = run_grid(suite, tracker, force=args.force, workers=args.workers, shard=shard)
     print(f"{len(report.ran)} run, {len(report.reused)} reused, {len(report.failed)} failed")
     for _, message in report.failed:
         print(f"failed: {message}", file=sys.stderr)

@@ -81,3 +81,16 @@ def test_cli_bad_input_exits_2_with_one_line(args, expected, tmp_path):
 def test_help_works(module):
     proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--suite" in proc.stdout and "--bits" in proc.stdout
+
+
+def test_shards_partition_the_grid():
+    from runners.run import cell_identity, in_shard, parse_shard
+
+    suite = parse_suite({**GOOD, "bits": [8, 16, 24, 32], "seeds": [0, 1, 2]}, "s.toml")
+    keys = [cell_identity(c)[0] for c in suite.cells()]
+    parts = [{k for k in keys if in_shard(k, (i, 3))} for i in range(3)]
+    assert set().union(*parts) == set(keys) and sum(map(len, parts)) == len(keys)  # disjoint, complete
+    assert parse_shard("1/3") == (1, 3) and parse_shard(None) is None
+    for bad in ("3/3", "x/2", "1"):
+        with pytest.raises(SuiteError, match="--shard"):
+            parse_shard(bad)
