@@ -8,7 +8,6 @@ noise shows as such. Published numbers can be added as reference rows, never ran
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from .suite import Suite, SuiteError
+from .suite import Suite, SuiteError, read_toml
 
 DIRECTION_NAMES = {"i2t": "I→T", "t2i": "T→I"}
 BEST_MARK = "*"
@@ -226,14 +225,7 @@ def latex_table(board: Board, seeds: Sequence[int]) -> str:
 def load_references(path: str | Path) -> list[dict[str, Any]]:
     """Return published reference rows from a TOML file of [[reference]] tables with keys
     dataset, method, source, and values {"i2t_16" = 0.741, ...}."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SuiteError(f"reference file {str(path)!r} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SuiteError(f"{path}: not valid TOML ({exc})") from None
-    refs = raw.get("reference", [])
+    refs = read_toml(path, "reference").get("reference", [])
     for i, ref in enumerate(refs):
         missing = {"dataset", "method", "source", "values"} - set(ref)
         if missing:

@@ -107,30 +107,39 @@ def _int_list(value: Any, where: str, positive: bool) -> tuple[int, ...]:
     return tuple(dict.fromkeys(out))  # de-duplicated, order kept
 
 
+def _entries(items: Any, accepted: set[str], where: str) -> list[Mapping[str, Any]]:
+    """Return the checked tables of a datasets/methods list (a bare string means {name = ...})."""
+    out = []
+    for i, item in enumerate(items):
+        item = {"name": item} if isinstance(item, str) else item
+        _unknown_keys(item, accepted, f"{where}[{i}]")
+        if "name" not in item:
+            raise SuiteError(f"{where}[{i}]: missing key 'name'")
+        out.append(item)
+    return out
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """Return the parsed TOML file `path`; SuiteError naming `what` it is if missing or malformed."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SuiteError(f"{what} file {str(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML ({exc})") from None
+
+
 def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
     """Return a checked Suite from the parsed TOML mapping `raw` read from `source`."""
     _unknown_keys(raw, SUITE_KEYS, source)
     for required in ("datasets", "methods", "bits", "seeds"):
         if required not in raw:
             raise SuiteError(f"{source}: missing key {required!r}; a suite needs datasets, methods, bits and seeds")
-    ds_entries = []
-    for i, d in enumerate(raw["datasets"]):
-        where = f"{source}: datasets[{i}]"
-        if isinstance(d, str):
-            d = {"name": d}
-        _unknown_keys(d, DATASET_KEYS, where)
-        if "name" not in d:
-            raise SuiteError(f"{where}: missing key 'name'")
-        ds_entries.append(DatasetEntry(str(d["name"]), dict(d.get("options", {}))))
-    m_entries = []
-    for i, m in enumerate(raw["methods"]):
-        where = f"{source}: methods[{i}]"
-        if isinstance(m, str):
-            m = {"name": m}
-        _unknown_keys(m, METHOD_KEYS, where)
-        if "name" not in m:
-            raise SuiteError(f"{where}: missing key 'name'")
-        m_entries.append(MethodEntry(str(m["name"]), str(m.get("label", m["name"])), dict(m.get("overrides", {}))))
+    ds_entries = [DatasetEntry(str(d["name"]), dict(d.get("options", {})))
+                  for d in _entries(raw["datasets"], DATASET_KEYS, f"{source}: datasets")]
+    m_entries = [MethodEntry(str(m["name"]), str(m.get("label", m["name"])), dict(m.get("overrides", {})))
+                 for m in _entries(raw["methods"], METHOD_KEYS, f"{source}: methods")]
     suite = Suite(
         name=str(raw.get("name", Path(source).stem)),
         source=source,
@@ -164,14 +173,7 @@ def check_suite(suite: Suite) -> None:
 
 def load_suite(path: str | Path) -> Suite:
     """Return the checked Suite in TOML file `path` (SuiteError if missing or malformed)."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SuiteError(f"suite file {str(path)!r} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SuiteError(f"{path}: not valid TOML ({exc})") from None
-    return parse_suite(raw, str(path))
+    return parse_suite(read_toml(path, "suite"), str(path))
 
 
 def select(
