@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .container import CrossModalData
 from .generic import load_spec
-from .paths import resolve
+from .paths import resolve_file
 
 KEYS = {"image": ("XAll", "IAll", "image"), "text": ("YAll", "text"), "labels": ("LAll", "label", "labels")}
 FILES = ("MSCOCO_deep_doc2vec_data_rand.h5py", "mscoco.h5", "MSCOCO.h5", "mscoco.mat")
@@ -19,15 +19,7 @@ def load_mscoco(
     n_validation: int = 0, cache: bool | None = None, cache_dir=None,
 ) -> CrossModalData:
     """Return MS-COCO (UCCH h5) under the DCMH-style random protocol."""
-    where = resolve("mscoco", root, path, "mscoco")
-    if where.is_dir():
-        from .mat import first_existing
-        from .container import DataError
-
-        found = first_existing(where, FILES)
-        if found is None:
-            raise DataError(f"mscoco: none of {list(FILES)} in {where}; pass path= to the UCCH h5 file")
-        where = found
+    where = resolve_file("mscoco", root, path, "mscoco", tuple(FILES))
     spec = {k: (where, v) for k, v in KEYS.items()}
     return load_spec("mscoco", spec, protocol=protocol, seed=seed, n_query=n_query, n_train=n_train,
                      n_validation=n_validation, cache=cache, cache_dir=cache_dir)

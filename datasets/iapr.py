@@ -12,10 +12,10 @@ the queries, everything else is retrieval and train.
 """
 from __future__ import annotations
 
-from .container import CrossModalData, DataError
+from .container import CrossModalData
 from .generic import load_spec, read_parts
-from .mat import ArrayFile, first_existing
-from .paths import resolve
+from .mat import ArrayFile
+from .paths import resolve_file
 from .protocols import build_pool, make_data
 
 FILES = ("iapr-tc12-rand.mat", "IAPR-TC12.mat", "iapr-tc12.mat", "iapr.mat")
@@ -29,12 +29,7 @@ def load_iapr(
     n_validation: int = 0, cache: bool | None = None, cache_dir=None,
 ) -> CrossModalData:
     """Return IAPR TC-12; protocol None = 'file' for UCCH's database/test layout, else 'dcmh'."""
-    where = resolve("iapr-tc12", root, path, "iapr-tc12")
-    if where.is_dir():
-        found = first_existing(where, FILES)
-        if found is None:
-            raise DataError(f"iapr-tc12: none of {list(FILES)} in {where}; pass path= to the .mat file")
-        where = found
+    where = resolve_file("iapr-tc12", root, path, "iapr-tc12", tuple(FILES))
     with ArrayFile(where) as f:
         ucch = "VDatabase" in f
     if not ucch:

@@ -316,12 +316,3 @@ def read_set(
     where = {field: file.where(key) for field, key in keys.items()}
     n, axes = orient(arrays, where, n)
     return n, arrays, axes
-
-
-def first_existing(root: Path, names: Iterable[str]) -> Path | None:
-    """Return the first of `names` that exists under `root`, or None."""
-    for name in names:
-        p = root / name
-        if p.exists():
-            return p
-    return None

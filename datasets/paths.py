@@ -29,3 +29,15 @@ def resolve(name: str, root=None, path=None, folder: str | None = None) -> Path:
         hint = "" if chosen is not None else f" (set root=/path/to/{folder or name} or XMH_DATA_ROOT)"
         raise DataError(f"{name}: {where} does not exist; expected the data set's file or folder there{hint}")
     return where
+
+
+def resolve_file(name: str, root=None, path=None, folder: str | None = None, names: tuple[str, ...] = ()) -> Path:
+    """Return the one file a single-file loader reads: `path`, or the first of `names` found in
+    the resolved folder; DataError naming the folder and the names tried otherwise."""
+    where = resolve(name, root, path, folder)
+    if where.is_dir():
+        found = next((where / n for n in names if (where / n).exists()), None)
+        if found is None:
+            raise DataError(f"{name}: none of {list(names)} in {where}; pass path= to the file")
+        where = found
+    return where
