@@ -11,6 +11,7 @@ from .ranking import (
     _ap_at_k,
     _chunks,
     _harmonic_table,
+    _low_bit,
     _histograms_from_sorted_keys,
     _prepare,
     _ranked_sums,
@@ -67,7 +68,7 @@ def evaluate_hashing(
         # One sort serves everything: ranked relevance is the keys' low bit, and the per-distance
         # histograms for tie-aware AP and the radius are read off the sorted keys.
         sorted_keys = _sorted_hamming_keys(inputs, rows, relevant)
-        sums = _ranked_sums(sorted_keys & 1, inputs.inverse_positions)
+        sums = _ranked_sums(inputs, _low_bit(inputs, sorted_keys))
         items_at, relevant_at = _histograms_from_sorted_keys(inputs, sorted_keys, sums.hits)
         add("map_tie_aware", _tie_aware_ap(items_at, relevant_at, harmonic))
         within = items_at[:, : radius + 1].sum(1).to(torch.float64)

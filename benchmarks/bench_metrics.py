@@ -1,0 +1,222 @@
+"""Speed of the metrics against the numpy reference loop and the XOR-popcount floor.
+
+    python -m benchmarks.bench_metrics                 # CPU, both sizes, best of 3
+    python -m benchmarks.bench_metrics --device cuda   # adds a "cuda" section to the same file
+
+MIRFlickr size: 2,000 queries x 18,015 items x 64 bits x 24 labels (the real MIRFlickr labels
+from ../shared/data when present: first 2,000 rows queries, the rest retrieval). NUS-WIDE size:
+2,100 x 193,734 x 128 bits x 21 labels (synthetic labels), run in a child process so its peak
+RSS is its own. Codes are sign(labels @ W + noise), so distances cluster the way trained codes
+do. Results go to benchmarks/results/metrics.json and metrics.md; every time is a best of
+--repeats, measured side by side in one process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import metrics
+from metrics import reference
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+MIRFLICKR_LABELS = ROOT.parent / "shared" / "data" / "mirflickr25k" / "mirflickr25k-lall.mat"
+
+
+def best_of(repeats: int, fn, sync=lambda: None):
+    """Return (best seconds, last result) over `repeats` calls."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        result = fn()
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def correlated_codes(labels: np.ndarray, bits: int, noise: float, seed: int) -> np.ndarray:
+    """±1 codes = sign(labels @ W + noise): items sharing labels get close codes."""
+    rng = np.random.default_rng(seed)
+    projection = rng.normal(size=(labels.shape[1], bits)).astype(np.float32)
+    values = labels.astype(np.float32) @ projection + noise * rng.normal(size=(labels.shape[0], bits)).astype(np.float32)
+    return np.where(values >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def mirflickr_problem(seed: int = 0):
+    if MIRFLICKR_LABELS.is_file():
+        import scipy.io
+
+        labels = scipy.io.loadmat(MIRFLICKR_LABELS)["LAll"].astype(np.float32)
+        source = f"real MIRFlickr-25K labels ({MIRFLICKR_LABELS.name})"
+    else:
+        labels = synthetic_labels(20015, 24, 3.8, seed)
+        source = "synthetic labels (MIRFlickr file not found)"
+    codes = correlated_codes(labels, 64, noise=2.5, seed=seed)
+    return (codes[:2000], codes[2000:], labels[:2000], labels[2000:]), source
+
+
+def synthetic_labels(n: int, n_labels: int, mean_labels: float, seed: int) -> np.ndarray:
+    """Multi-hot rows with Zipf-like label frequencies and about `mean_labels` labels per row."""
+    rng = np.random.default_rng(seed)
+    popularity = 1.0 / np.arange(1, n_labels + 1) ** 0.8
+    rates = np.minimum(popularity / popularity.sum() * mean_labels, 0.95)
+    labels = (rng.random((n, n_labels)) < rates).astype(np.float32)
+    empty = labels.sum(1) == 0
+    labels[empty, rng.choice(n_labels, size=empty.sum(), p=popularity / popularity.sum())] = 1  # >= 1 label each
+    return labels
+
+
+def popcount_floor(query: np.ndarray, retrieval: np.ndarray, chunk: int) -> int:
+    """XOR + popcount of every query-item pair on bit-packed uint64 words (numpy); returns a checksum."""
+    pack = lambda codes: np.packbits(codes > 0, axis=1).view(np.uint64)  # noqa: E731
+    q, r = pack(query), pack(retrieval)
+    checksum = 0
+    for start in range(0, len(q), chunk):
+        # one 64-bit word at a time: a reduction over a length-2 axis would cost more than the popcount
+        distance = popcount(q[start: start + chunk, None, 0] ^ r[None, :, 0])
+        for word in range(1, q.shape[1]):
+            distance += popcount(q[start: start + chunk, None, word] ^ r[None, :, word])
+        checksum += int(distance[:, 0].sum())
+    return checksum
+
+
+def popcount(words: np.ndarray) -> np.ndarray:
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words)
+    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)  # byte LUT fallback
+    return table[words.view(np.uint8)].reshape(*words.shape, 8).sum(-1, dtype=np.uint8)
+
+
+def to_device(arrays, device):
+    return [torch.from_numpy(a).to(device) for a in arrays]
+
+
+def sync_for(device: torch.device):
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
+def bench_mirflickr(device: torch.device, repeats: int) -> dict:
+    problem, source = mirflickr_problem()
+    tensors = to_device(problem, device)
+    sync = sync_for(device)
+    out = {"size": "2000 x 18015 x 64 bits x 24 labels", "labels": source, "device": str(device), "repeats": repeats}
+    stable_s, stable = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors)), sync)
+    tie_s, tie = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors, ties="tie-aware")), sync)
+    all_s, _ = best_of(repeats, lambda: metrics.evaluate_hashing(*tensors), sync)
+    out |= {"ours_stable_map_s": stable_s, "ours_tie_aware_map_s": tie_s, "ours_evaluate_hashing_s": all_s,
+            "map_stable": stable, "map_tie_aware": tie}
+    if device.type == "cpu":
+        floor_s, _ = best_of(repeats, lambda: popcount_floor(problem[0], problem[1], chunk=250))
+        ref_s, ref_map = best_of(repeats, lambda: reference.reference_map(*problem))
+        out |= {"numpy_reference_loop_s": ref_s, "numpy_popcount_floor_s": floor_s, "map_reference": ref_map,
+                "stable_equals_reference": abs(ref_map - stable) < 1e-12,
+                "speedup_stable_vs_reference": ref_s / stable_s, "speedup_tie_aware_vs_reference": ref_s / tie_s,
+                "tie_aware_over_popcount_floor": tie_s / floor_s, "stable_over_popcount_floor": stable_s / floor_s}
+    return out
+
+
+def nus_child(device_name: str, repeats: int) -> dict:
+    """Runs in its own process: NUS-WIDE-sized problem, times and peak memory."""
+    device = torch.device(device_name)
+    labels = synthetic_labels(2100 + 193734, 21, 1.9, seed=1)
+    codes = correlated_codes(labels, 128, noise=2.5, seed=1)
+    problem = (codes[:2100], codes[2100:], labels[:2100], labels[2100:])
+    del labels, codes
+    tensors = to_device(problem, device)
+    sync = sync_for(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stable_s, stable = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors)), sync)
+    tie_s, tie = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors, ties="tie-aware")), sync)
+    out = {"size": "2100 x 193734 x 128 bits x 21 labels (synthetic)", "device": device_name, "repeats": repeats,
+           "ours_stable_map_s": stable_s, "ours_tie_aware_map_s": tie_s, "map_stable": stable, "map_tie_aware": tie,
+           "peak_rss_mib_after_data": rss_before,
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        sub = [a[:100] for a in problem[:1]] + [problem[1]] + [problem[2][:100], problem[3]]
+        ref_s, ref_aps = best_of(1, lambda: reference.reference_average_precisions(*sub))
+        ours = metrics.mean_average_precision(*[torch.from_numpy(a) for a in sub], per_query=True).numpy()
+        floor_s, _ = best_of(repeats, lambda: popcount_floor(problem[0], problem[1], chunk=25))
+        out |= {"numpy_reference_loop_100_queries_s": ref_s,
+                "numpy_reference_loop_extrapolated_s": ref_s * 21,
+                "stable_equals_reference_on_100_queries": bool(np.abs(ours - ref_aps).max() < 1e-12),
+                "numpy_popcount_floor_s": floor_s,
+                "speedup_stable_vs_reference_extrapolated": ref_s * 21 / stable_s,
+                "tie_aware_over_popcount_floor": tie_s / floor_s}
+    return out
+
+
+def bench_nus(device: torch.device, repeats: int) -> dict:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_metrics", "--nus-child", "--device", str(device),
+                           "--repeats", str(repeats)], cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"NUS-WIDE child failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def environment(device: torch.device) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "load_average_at_start": os.getloadavg()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def markdown(results: dict) -> str:
+    lines = ["# Metrics speed (written by `python -m benchmarks.bench_metrics`)", "",
+             "Best of the stated repeats, side by side in one process. The machine is shared, so",
+             "absolute times move run to run; the ratios are the point.", ""]
+    for device, section in results.items():
+        lines += [f"## {device}: {section['environment'].get('gpu', section['environment']['machine'])}", ""]
+        for name, part in section.items():
+            if name == "environment":
+                continue
+            lines += [f"### {name}: {part['size']}", "", "| measure | value |", "|---|---|"]
+            lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in part.items() if k != "size"]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_metrics", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-nus", action="store_true", help="only the MIRFlickr size")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for metrics.json / metrics.md")
+    parser.add_argument("--nus-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.nus_child:
+        print(json.dumps(nus_child(args.device, args.repeats)))
+        return 0
+    device = torch.device(args.device)
+    section = {"environment": environment(device), "mirflickr": bench_mirflickr(device, args.repeats)}
+    print(json.dumps(section["mirflickr"], indent=1), flush=True)
+    if not args.skip_nus:
+        section["nus_wide"] = bench_nus(device, args.repeats)
+        print(json.dumps(section["nus_wide"], indent=1))
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / "metrics.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results[device.type] = section  # other devices' sections (e.g. a CUDA run elsewhere) are kept
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    (args.results / "metrics.md").write_text(markdown(results) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
