@@ -3,6 +3,11 @@
     python -m benchmarks.bench_metrics                 # CPU, both sizes, best of 3
     python -m benchmarks.bench_metrics --device cuda   # adds a "cuda" section to the same file
 
+Ours is timed with 1 torch thread (like the single-threaded numpy reference and floor, so the
+ratios compare like with like) and with all of torch's threads ("_all_threads" keys). On a
+shared, oversubscribed machine the multi-threaded numbers can be far worse than the 1-thread
+ones: OpenMP threads wait on each other whenever one of them is descheduled.
+
 MIRFlickr size: 2,000 queries x 18,015 items x 64 bits x 24 labels (the real MIRFlickr labels
 from ../shared/data when present: first 2,000 rows queries, the rest retrieval). NUS-WIDE size:
 2,100 x 193,734 x 128 bits x 21 labels (synthetic labels), run in a child process so its peak
@@ -22,11 +27,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# The numpy reference and floor run single-threaded (numpy's BLAS too, set before numpy loads):
+# a multi-threaded BLAS mat-vec per query only slows the reference on a shared machine.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import metrics
-from metrics import reference
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import metrics  # noqa: E402
+from metrics import reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -106,27 +115,44 @@ def sync_for(device: torch.device):
     return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
 
-def bench_mirflickr(device: torch.device, repeats: int) -> dict:
+def time_ours(tensors, repeats: int, sync, threads: int, suffix: str, with_evaluate: bool) -> dict:
+    """Best-of times of our stable and tie-aware mAP (and evaluate_hashing) at `threads`."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        stable_s, stable = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors)), sync)
+        tie_s, tie = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors, ties="tie-aware")), sync)
+        out = {f"ours_stable_map_s{suffix}": stable_s, f"ours_tie_aware_map_s{suffix}": tie_s}
+        if with_evaluate:
+            out[f"ours_evaluate_hashing_s{suffix}"] = best_of(repeats, lambda: metrics.evaluate_hashing(*tensors), sync)[0]
+    finally:
+        torch.set_num_threads(previous)
+    return out | {"map_stable": stable, "map_tie_aware": tie}
+
+
+def bench_mirflickr(device: torch.device, repeats: int, threads: int) -> dict:
     problem, source = mirflickr_problem()
     tensors = to_device(problem, device)
     sync = sync_for(device)
     out = {"size": "2000 x 18015 x 64 bits x 24 labels", "labels": source, "device": str(device), "repeats": repeats}
-    stable_s, stable = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors)), sync)
-    tie_s, tie = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors, ties="tie-aware")), sync)
-    all_s, _ = best_of(repeats, lambda: metrics.evaluate_hashing(*tensors), sync)
-    out |= {"ours_stable_map_s": stable_s, "ours_tie_aware_map_s": tie_s, "ours_evaluate_hashing_s": all_s,
-            "map_stable": stable, "map_tie_aware": tie}
+    out |= time_ours(tensors, repeats, sync, 1, "", with_evaluate=True)
+    if threads > 1:
+        out |= time_ours(tensors, repeats, sync, threads, "_all_threads", with_evaluate=True)
     if device.type == "cpu":
         floor_s, _ = best_of(repeats, lambda: popcount_floor(problem[0], problem[1], chunk=250))
         ref_s, ref_map = best_of(repeats, lambda: reference.reference_map(*problem))
         out |= {"numpy_reference_loop_s": ref_s, "numpy_popcount_floor_s": floor_s, "map_reference": ref_map,
-                "stable_equals_reference": abs(ref_map - stable) < 1e-12,
-                "speedup_stable_vs_reference": ref_s / stable_s, "speedup_tie_aware_vs_reference": ref_s / tie_s,
-                "tie_aware_over_popcount_floor": tie_s / floor_s, "stable_over_popcount_floor": stable_s / floor_s}
+                "stable_equals_reference": abs(ref_map - out["map_stable"]) < 1e-12}
+        for suffix in ("", "_all_threads") if threads > 1 else ("",):
+            stable_s, tie_s = out[f"ours_stable_map_s{suffix}"], out[f"ours_tie_aware_map_s{suffix}"]
+            out |= {f"speedup_stable_vs_reference{suffix}": ref_s / stable_s,
+                    f"speedup_tie_aware_vs_reference{suffix}": ref_s / tie_s,
+                    f"stable_over_popcount_floor{suffix}": stable_s / floor_s,
+                    f"tie_aware_over_popcount_floor{suffix}": tie_s / floor_s}
     return out
 
 
-def nus_child(device_name: str, repeats: int) -> dict:
+def nus_child(device_name: str, repeats: int, threads: int) -> dict:
     """Runs in its own process: NUS-WIDE-sized problem, times and peak memory."""
     device = torch.device(device_name)
     labels = synthetic_labels(2100 + 193734, 21, 1.9, seed=1)
@@ -137,13 +163,14 @@ def nus_child(device_name: str, repeats: int) -> dict:
     sync = sync_for(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    stable_s, stable = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors)), sync)
-    tie_s, tie = best_of(repeats, lambda: float(metrics.mean_average_precision(*tensors, ties="tie-aware")), sync)
-    out = {"size": "2100 x 193734 x 128 bits x 21 labels (synthetic)", "device": device_name, "repeats": repeats,
-           "ours_stable_map_s": stable_s, "ours_tie_aware_map_s": tie_s, "map_stable": stable, "map_tie_aware": tie,
-           "peak_rss_mib_after_data": rss_before,
-           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    rss_before = peak_rss_mib(reset=True)  # data generation's own peak is not ours
+    out = {"size": "2100 x 193734 x 128 bits x 21 labels (synthetic)", "device": device_name, "repeats": repeats}
+    out |= time_ours(tensors, repeats, sync, 1, "", with_evaluate=False)
+    if threads > 1:
+        out |= time_ours(tensors, repeats, sync, threads, "_all_threads", with_evaluate=False)
+    stable_s, tie_s = out["ours_stable_map_s"], out["ours_tie_aware_map_s"]
+    out |= {"peak_rss_mib_data_generation": rss_before, "peak_rss_mib_metrics": peak_rss_mib(),
+            "data_mib": sum(t.numel() * t.element_size() for t in tensors) / 2**20}
     if device.type == "cuda":
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -160,9 +187,21 @@ def nus_child(device_name: str, repeats: int) -> dict:
     return out
 
 
-def bench_nus(device: torch.device, repeats: int) -> dict:
+def peak_rss_mib(reset: bool = False) -> float:
+    """Peak resident size of this process (VmHWM); reset=True restarts the peak from now (Linux)."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    peak = float(status["VmHWM"].split()[0]) / 1024 if "VmHWM" in status else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if reset:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+        except OSError:
+            pass
+    return peak
+
+
+def bench_nus(device: torch.device, repeats: int, threads: int) -> dict:
     done = subprocess.run([sys.executable, "-m", "benchmarks.bench_metrics", "--nus-child", "--device", str(device),
-                           "--repeats", str(repeats)], cwd=ROOT, capture_output=True, text=True)
+                           "--repeats", str(repeats), "--threads", str(threads)], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"NUS-WIDE child failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -171,7 +210,7 @@ def bench_nus(device: torch.device, repeats: int) -> dict:
 def environment(device: torch.device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-            "load_average_at_start": os.getloadavg()}
+            "load_average_at_start": os.getloadavg(), "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -196,18 +235,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_metrics", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="torch threads for the '_all_threads' timings (1 skips them); default: torch's own")
     parser.add_argument("--skip-nus", action="store_true", help="only the MIRFlickr size")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for metrics.json / metrics.md")
     parser.add_argument("--nus-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.nus_child:
-        print(json.dumps(nus_child(args.device, args.repeats)))
+        print(json.dumps(nus_child(args.device, args.repeats, args.threads)))
         return 0
     device = torch.device(args.device)
-    section = {"environment": environment(device), "mirflickr": bench_mirflickr(device, args.repeats)}
+    section = {"environment": environment(device), "mirflickr": bench_mirflickr(device, args.repeats, args.threads)}
     print(json.dumps(section["mirflickr"], indent=1), flush=True)
     if not args.skip_nus:
-        section["nus_wide"] = bench_nus(device, args.repeats)
+        section["nus_wide"] = bench_nus(device, args.repeats, args.threads)
         print(json.dumps(section["nus_wide"], indent=1))
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "metrics.json"
