@@ -10,9 +10,11 @@ device where `query_codes` lives (other inputs are moved there).
 
 Speed: Hamming distances take only K + 1 values. The stable order is obtained by sorting one
 unique integer key per (query, item), key = 2 * (n * distance + index) + relevant, so the sort's
-own tie handling never matters (identical results from numpy on CPU and torch.sort on CUDA), and
-the relevance bit rides along in the key instead of needing a gather. Tie-aware AP, precision
-within a radius and PR curves need only per-query histograms over (distance, relevant): no sort.
+own tie handling never matters (identical results from numpy's in-place sort on CPU and
+torch.sort on CUDA), and the relevance bit rides along in the key instead of needing a gather.
+Tie-aware AP, precision within a radius and PR curves need only per-query histograms over
+(distance, relevant) from one bincount: no sort. Per-chunk temporaries live in buffers reused
+for the whole call (see _Inputs.buffer).
 """
 from __future__ import annotations
 
@@ -383,7 +385,8 @@ def mean_average_precision(
     permutation_seed: shuffle the database with this seed first (MATLAB protocol); tie-aware mAP
     does not depend on it. metric="cosine" ranks real-valued embeddings by cosine similarity,
     ties by index (tie-aware is Hamming-only). Zero-relevance queries have AP 0 and count.
-    chunk_size: queries per chunk (default: about 1M query-item pairs per chunk).
+    chunk_size: queries per chunk (default: about 1M query-item pairs, at least 32 queries);
+    memory is O(chunk_size x n_retrieval).
     """
     _check_ties(ties)
     inputs = _prepare(query_codes, retrieval_codes, query_labels, retrieval_labels, metric, permutation_seed)
