@@ -11,8 +11,8 @@ from .ranking import (
     _ap_at_k,
     _chunks,
     _harmonic_table,
-    _low_bit,
     _histograms_from_sorted_keys,
+    _low_bit,
     _prepare,
     _ranked_sums,
     _sorted_hamming_keys,
@@ -51,7 +51,31 @@ def evaluate_hashing(
                             (topk, trec, hashnet, calc_map_k); hashnet is NaN if it drops every query
       p_at_{k}              precision@k for k in precision_ks, ties by index
       p_within_r{radius}    mean precision in the Hamming ball, empty ball counted as 0
-    Cutoffs larger than the retrieval set are left out.
+    Cutoffs larger than the retrieval set are left out. The per-query values behind each number
+    (for paired significance tests) come from evaluate_hashing_per_query.
+    """
+    per_query = evaluate_hashing_per_query(
+        query_codes, retrieval_codes, query_labels, retrieval_labels, map_ks=map_ks, precision_ks=precision_ks,
+        radius=radius, permutation_seed=permutation_seed, chunk_size=chunk_size)
+    # nanmean: only hashnet has NaN (its dropped queries); elsewhere it is the plain mean.
+    return {key: float(values.nanmean()) for key, values in per_query.items()}
+
+
+def evaluate_hashing_per_query(
+    query_codes: torch.Tensor,
+    retrieval_codes: torch.Tensor,
+    query_labels: torch.Tensor,
+    retrieval_labels: torch.Tensor,
+    *,
+    map_ks: Sequence[int] = DEFAULT_MAP_KS,
+    precision_ks: Sequence[int] = DEFAULT_PRECISION_KS,
+    radius: int = 2,
+    permutation_seed: int | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Return the keys of evaluate_hashing, each as per-query float64 values of shape (n_q,).
+
+    Everything comes from one sort per query chunk. NaN marks a query that hashnet drops.
     """
     inputs = _prepare(query_codes, retrieval_codes, query_labels, retrieval_labels, "hamming", permutation_seed)
     if isinstance(radius, bool) or int(radius) != radius or not 0 <= int(radius) <= inputs.bits:
@@ -83,5 +107,4 @@ def evaluate_hashing(
 
     order = ["map", "map_tie_aware"] + [f"map_at_{k}_{v}" for k in map_ks for v in MAP_AT_K_VARIANTS]
     order += [f"p_at_{k}" for k in precision_ks] + [f"p_within_r{radius}"]
-    # nanmean: only hashnet produces NaN (its dropped queries); elsewhere it equals mean.
-    return {key: float(torch.cat(per_query[key]).nanmean()) for key in order}
+    return {key: torch.cat(per_query[key]) for key in order}
