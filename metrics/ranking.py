@@ -29,7 +29,11 @@ from .hamming import as_pm1
 
 MAP_AT_K_VARIANTS = ("topk", "trec", "hashnet", "calc_map_k")
 _FLOAT32_EXACT = 1 << 24  # integers below this are exact in float32
-_TARGET_CHUNK_ELEMENTS = 1 << 20  # query x item entries per chunk: a few MB per temporary
+# Query x item entries per chunk: on CPU a few MB per temporary, so passes stay in cache; on a GPU
+# enough work per kernel launch (H100, MIRFlickr size: 5.5 ms per stable mAP with 1,000-query
+# chunks vs 14 ms with 58; tie-aware 3 ms vs 23 ms).
+_TARGET_CHUNK_ELEMENTS = {"cpu": 1 << 20}
+_TARGET_CHUNK_ELEMENTS_ACCELERATOR = 1 << 24
 # Each chunk reads the whole retrieval matrix once; with fewer rows than this a large database
 # (NUS-WIDE: 99 MB of codes) makes the matmul memory-bound, so chunks never go below it.
 _MIN_CHUNK_ROWS = 32
@@ -153,7 +157,8 @@ def _label_words(labels: torch.Tensor) -> torch.Tensor:
 
 def _chunk_size(inputs: _Inputs, chunk_size: int | None) -> int:
     if chunk_size is None:
-        rows = max(_MIN_CHUNK_ROWS, _TARGET_CHUNK_ELEMENTS // inputs.n_retrieval)
+        target = _TARGET_CHUNK_ELEMENTS.get(inputs.device.type, _TARGET_CHUNK_ELEMENTS_ACCELERATOR)
+        rows = max(_MIN_CHUNK_ROWS, target // inputs.n_retrieval)
         return max(1, min(inputs.query.shape[0], rows))
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
@@ -385,7 +390,8 @@ def mean_average_precision(
     permutation_seed: shuffle the database with this seed first (MATLAB protocol); tie-aware mAP
     does not depend on it. metric="cosine" ranks real-valued embeddings by cosine similarity,
     ties by index (tie-aware is Hamming-only). Zero-relevance queries have AP 0 and count.
-    chunk_size: queries per chunk (default: about 1M query-item pairs, at least 32 queries);
+    chunk_size: queries per chunk (default: about 1M query-item pairs on CPU, 16M on GPU, at
+    least 32 queries);
     memory is O(chunk_size x n_retrieval).
     """
     _check_ties(ties)
