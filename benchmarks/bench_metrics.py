@@ -282,6 +282,8 @@ def markdown(results: dict) -> str:
     for device, section in results.items():
         lines += [f"## {device}: {section['environment'].get('gpu', section['environment']['machine'])}, "
                   f"{section['environment']['cpu_count']} CPUs, load average at start {section['environment']['load_average_at_start']}", ""]
+        if "provenance" in section["environment"]:
+            lines += [section["environment"]["provenance"], ""]
         for name, part in section.items():
             if name == "environment":
                 continue
