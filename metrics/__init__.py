@@ -3,7 +3,7 @@
 Same code on CPU and CUDA (inputs are moved to the device of `query_codes`), memory bounded by
 chunking over queries. See metrics/ranking.py for the exact semantics of each number.
 """
-from .evaluate import evaluate_hashing
+from .evaluate import evaluate_hashing, evaluate_hashing_per_query
 from .hamming import as_pm1, binarize, hamming_distance
 from .ranking import (
     MAP_AT_K_VARIANTS,
@@ -22,6 +22,7 @@ __all__ = [
     "as_pm1",
     "binarize",
     "evaluate_hashing",
+    "evaluate_hashing_per_query",
     "hamming_distance",
     "mean_average_precision",
     "mean_average_precision_at_k",

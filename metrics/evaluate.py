@@ -12,6 +12,7 @@ from .ranking import (
     _chunks,
     _harmonic_table,
     _histograms_from_sorted_keys,
+    _low_bit,
     _prepare,
     _ranked_sums,
     _sorted_hamming_keys,
@@ -50,7 +51,31 @@ def evaluate_hashing(
                             (topk, trec, hashnet, calc_map_k); hashnet is NaN if it drops every query
       p_at_{k}              precision@k for k in precision_ks, ties by index
       p_within_r{radius}    mean precision in the Hamming ball, empty ball counted as 0
-    Cutoffs larger than the retrieval set are left out.
+    Cutoffs larger than the retrieval set are left out. The per-query values behind each number
+    (for paired significance tests) come from evaluate_hashing_per_query.
+    """
+    per_query = evaluate_hashing_per_query(
+        query_codes, retrieval_codes, query_labels, retrieval_labels, map_ks=map_ks, precision_ks=precision_ks,
+        radius=radius, permutation_seed=permutation_seed, chunk_size=chunk_size)
+    # nanmean: only hashnet has NaN (its dropped queries); elsewhere it is the plain mean.
+    return {key: float(values.nanmean()) for key, values in per_query.items()}
+
+
+def evaluate_hashing_per_query(
+    query_codes: torch.Tensor,
+    retrieval_codes: torch.Tensor,
+    query_labels: torch.Tensor,
+    retrieval_labels: torch.Tensor,
+    *,
+    map_ks: Sequence[int] = DEFAULT_MAP_KS,
+    precision_ks: Sequence[int] = DEFAULT_PRECISION_KS,
+    radius: int = 2,
+    permutation_seed: int | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Return the keys of evaluate_hashing, each as per-query float64 values of shape (n_q,).
+
+    Everything comes from one sort per query chunk. NaN marks a query that hashnet drops.
     """
     inputs = _prepare(query_codes, retrieval_codes, query_labels, retrieval_labels, "hamming", permutation_seed)
     if isinstance(radius, bool) or int(radius) != radius or not 0 <= int(radius) <= inputs.bits:
@@ -67,7 +92,7 @@ def evaluate_hashing(
         # One sort serves everything: ranked relevance is the keys' low bit, and the per-distance
         # histograms for tie-aware AP and the radius are read off the sorted keys.
         sorted_keys = _sorted_hamming_keys(inputs, rows, relevant)
-        sums = _ranked_sums(sorted_keys & 1, inputs.inverse_positions)
+        sums = _ranked_sums(inputs, _low_bit(inputs, sorted_keys))
         items_at, relevant_at = _histograms_from_sorted_keys(inputs, sorted_keys, sums.hits)
         add("map_tie_aware", _tie_aware_ap(items_at, relevant_at, harmonic))
         within = items_at[:, : radius + 1].sum(1).to(torch.float64)
@@ -82,5 +107,4 @@ def evaluate_hashing(
 
     order = ["map", "map_tie_aware"] + [f"map_at_{k}_{v}" for k in map_ks for v in MAP_AT_K_VARIANTS]
     order += [f"p_at_{k}" for k in precision_ks] + [f"p_within_r{radius}"]
-    # nanmean: only hashnet produces NaN (its dropped queries); elsewhere it equals mean.
-    return {key: float(torch.cat(per_query[key]).nanmean()) for key in order}
+    return {key: torch.cat(per_query[key]) for key in order}

@@ -154,9 +154,10 @@ def test_precision_at_k_and_radius_equal_reference():
     assert float(micro.recall[2]) == pytest.approx(counts[:, 1].sum() / counts[:, 2].sum())
 
 
-def test_evaluate_hashing_matches_the_single_metric_functions():
+@pytest.mark.parametrize("chunk_size", [None, 4])  # 4: scratch buffers reused, last chunk shorter
+def test_evaluate_hashing_matches_the_single_metric_functions(chunk_size):
     problem = random_problem(8)
-    out = metrics.evaluate_hashing(*problem, map_ks=(20, 5000), precision_ks=(10,), radius=2)
+    out = metrics.evaluate_hashing(*problem, map_ks=(20, 5000), precision_ks=(10,), radius=2, chunk_size=chunk_size)
     assert "map_at_5000_topk" not in out  # cutoffs beyond the 300-item database are left out
     assert out["map"] == pytest.approx(float(metrics.mean_average_precision(*problem)), abs=1e-13)
     assert out["map_tie_aware"] == pytest.approx(float(metrics.mean_average_precision(*problem, ties="tie-aware")), abs=1e-13)
@@ -166,6 +167,9 @@ def test_evaluate_hashing_matches_the_single_metric_functions():
     assert out["p_at_10"] == pytest.approx(float(metrics.precision_at_k(*problem, [10])[0]), abs=1e-13)
     assert out["p_within_r2"] == pytest.approx(float(metrics.precision_within_radius(*problem, 2)), abs=1e-13)
     assert all(isinstance(v, float) for v in out.values())
+    per_query = metrics.evaluate_hashing_per_query(*problem, map_ks=(20,), precision_ks=(10,), chunk_size=chunk_size)
+    np.testing.assert_allclose(per_query["map"], ref.reference_average_precisions(*problem), rtol=0, atol=1e-13)
+    np.testing.assert_allclose(per_query["map_tie_aware"], ref.reference_tie_aware_average_precisions(*problem), rtol=0, atol=1e-12)
 
 
 def test_integer_class_labels_mean_same_class():
