@@ -25,7 +25,7 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
-	$(PY) -m benchmarks.run_all
+	$(PY) -m benchmarks.bench_metrics
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts optuna.db .pytest_cache

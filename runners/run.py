@@ -73,9 +73,12 @@ def evaluate_encoder(encoder: Encoder, data: CrossModalData, *, curves: bool = T
     curve_data: dict[str, dict[str, Any]] = {}
     for direction, (q_mod, r_mod) in DIRECTIONS.items():
         q, r = codes["query", q_mod], codes["retrieval", r_mod]
-        for key, value in metrics.evaluate_hashing(q, r, q_rel, r_rel).items():
-            values[f"{key}_{direction}"] = value
-        per_query[direction] = metrics.mean_average_precision(q, r, q_rel, r_rel, per_query=True).cpu().numpy()
+        # One ranking per direction gives every number and the per-query APs behind them.
+        by_query = metrics.evaluate_hashing_per_query(q, r, q_rel, r_rel)
+        for key, per in by_query.items():
+            values[f"{key}_{direction}"] = float(per.nanmean())  # NaN only where hashnet drops a query
+        per_query[direction] = by_query["map"].cpu().numpy()
+
         q_emb, r_emb = encoder.embed(q_mod, getattr(data.query, q_mod)), encoder.embed(r_mod, getattr(data.retrieval, r_mod))
         if q_emb is not None and r_emb is not None:
             values[f"map_cosine_{direction}"] = float(metrics.mean_average_precision(q_emb, r_emb, q_rel, r_rel, metric="cosine"))
