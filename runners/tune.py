@@ -29,7 +29,7 @@ from methods import FitContext
 from methods.base import ConfigError, check_bits
 
 from .identity import code_version, git_commit
-from .run import validation_map
+from .evaluation import validation_map
 from .suite import SuiteError
 from .tracking import Tracker
 

@@ -21,7 +21,7 @@ import pytest
 import datasets
 import methods
 from methods import FitContext
-from runners.run import validation_map
+from runners.evaluation import validation_map
 from runners.tracking import Tracker
 
 REPO = Path(__file__).resolve().parent.parent
