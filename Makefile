@@ -26,6 +26,7 @@ test: install
 
 bench: install
 	$(PY) -m benchmarks.bench_metrics
+	$(PY) -m benchmarks.bench_methods
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts optuna.db .pytest_cache
