@@ -46,6 +46,8 @@ class SyntheticSpec:
     image_noise: float = 0.9          # modality-specific noise (relative to the unit semantic part)
     text_noise: float = 0.9
     label_noise: float = 0.05         # probability that an item carries one extra random label
+    n_scenes: int = 16                # multi-label: latent scene types that group co-occurring labels
+    scene_concentration: float = 0.1  # Dirichlet concentration of scene profiles (lower: more grouped)
 
 
 PRESETS: dict[str, SyntheticSpec] = {
@@ -56,6 +58,9 @@ PRESETS: dict[str, SyntheticSpec] = {
         n_items=20015, n_classes=24, image_dim=4096, text_dim=1386,
         n_query=2000, n_train=10000, n_validation=1000,
         multi_label=True, mean_labels=3.78,
+        # Calibrated so a linear probe (ridge to labels, random rotation to 32 bits) reaches
+        # mAP ~0.66 against ~0.51-0.57 for random ranking: room for methods to differ.
+        content_noise=0.4, image_noise=0.7, text_noise=0.7,
     ),
     # Wikipedia: 2,866 pairs, 10 classes, single label, 128-d SIFT BoVW histograms and 10-d LDA
     # topic proportions; official 2,173 train / 693 test, test used as query and database.
@@ -75,8 +80,14 @@ def _labels(spec: SyntheticSpec, rng: np.random.Generator) -> np.ndarray:
         weights = np.asarray(MIRFLICKR_LABEL_FREQ if c == 24 else rng.dirichlet(np.ones(c)), dtype=np.float64)
         weights = weights / weights.sum()
         counts = np.clip(1 + rng.poisson(spec.mean_labels - 1.0, size=n), 1, c)
+        # Scenes: each item draws one latent scene whose label profile tilts the global
+        # popularity, so labels co-occur in groups (as "sky"/"clouds" do) and two random items
+        # share a label about as often as in the real set (MIRFlickr: 54 % of pairs).
+        profiles = weights * rng.dirichlet(np.full(c, spec.scene_concentration), size=spec.n_scenes)
+        profiles /= profiles.sum(axis=1, keepdims=True)
+        scene = rng.integers(0, spec.n_scenes, size=n)
         # Weighted sampling without replacement for all items at once (Gumbel top-k).
-        keys = np.log(weights) + rng.gumbel(size=(n, c))
+        keys = np.log(profiles[scene] + 1e-12) + rng.gumbel(size=(n, c))
         ranks = np.argsort(np.argsort(-keys, axis=1), axis=1)
         labels[ranks < counts[:, None]] = 1.0
     else:

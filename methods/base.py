@@ -138,6 +138,13 @@ class HashingMethod(ABC):
         values = {k: _coerce(v, hints[k], f"method {cls.name!r} field {k!r}") for k, v in overrides.items()}
         return cls(dataclasses.replace(cls.Config(), **values))
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Return config overrides drawn from an Optuna `trial` (names are Config fields).
+
+        Each method declares what is worth tuning; runners.tune calls this per trial."""
+        raise NotImplementedError(f"method {cls.name!r} declares no search space")
+
     def params(self) -> dict[str, Any]:
         """Return the full config as a flat dict of plain values (for logging and run keys)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self.config).items()}

@@ -1,0 +1,1 @@
+"""Suites (TOML) and speed benchmarks of the hot paths."""

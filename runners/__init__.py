@@ -1,0 +1,1 @@
+"""Runners: where datasets, methods, metrics and tracking meet (the only such place)."""

@@ -1,0 +1,286 @@
+"""Run a suite's grid: every cell MLflow does not already hold as FINISHED is trained and evaluated.
+
+    python -m runners.run --suite benchmarks/default.toml [--methods ...] [--bits ...] [--seeds ...]
+
+Each run records params (method config, dataset options, bits, seed), tags (run_key, code
+version, git commit, dataset fingerprint, device, library versions), per-epoch training values
+and final metrics for both directions. A failing cell is recorded as FAILED and the grid goes on;
+an interrupted one is recorded as KILLED. Either is rerun next time.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from rich.console import Console
+
+import datasets
+import methods
+import metrics
+from datasets import CrossModalData
+from methods import FitContext
+from methods.base import Encoder
+
+from .identity import code_version, git_commit, run_key
+from .progress import Reporter
+from .suite import DEFAULT_SUITE, Cell, MethodEntry, Suite, SuiteError, load_suite, select
+from .tracking import Tracker
+
+DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}
+
+
+def evaluate_encoder(encoder: Encoder, data: CrossModalData) -> dict[str, float]:
+    """Return final metrics for both directions: '<metric>_i2t' and '<metric>_t2i'."""
+    codes = {
+        (split, modality): encoder.encode(modality, getattr(getattr(data, split), modality))
+        for split in ("query", "retrieval") for modality in ("image", "text")
+    }
+    for (split, modality), c in codes.items():
+        if c.shape[1] != encoder.bits or not bool(((c == 1) | (c == -1)).all()):
+            raise RuntimeError(f"encoder produced invalid {split} {modality} codes: shape {tuple(c.shape)}, expected ±1 x {encoder.bits}")
+    out: dict[str, float] = {}
+    q_labels = torch.from_numpy(data.query.labels)
+    r_labels = torch.from_numpy(data.retrieval.labels)
+    for direction, (q_mod, r_mod) in DIRECTIONS.items():
+        value = metrics.mean_average_precision(codes["query", q_mod], codes["retrieval", r_mod], q_labels, r_labels)
+        out[f"map_{direction}"] = float(value)
+    return out
+
+
+def validation_map(encoder: Encoder, data: CrossModalData) -> float:
+    """Return the model-selection score: mean of I->T and T->I mAP@all with the validation items
+    as queries and the training items as database (the query set is never looked at)."""
+    if data.validation is None:
+        raise ValueError(f"{data.name} has no validation split")
+    val, train = data.validation, data.train
+    scores = []
+    for q_mod, r_mod in DIRECTIONS.values():
+        scores.append(float(metrics.mean_average_precision(
+            encoder.encode(q_mod, getattr(val, q_mod)), encoder.encode(r_mod, getattr(train, r_mod)),
+            torch.from_numpy(val.labels), torch.from_numpy(train.labels))))
+    return sum(scores) / len(scores)
+
+
+@dataclass
+class GridReport:
+    """What a grid run did: keys reused, run, failed (with messages)."""
+
+    reused: list[str] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def cell_identity(cell: Cell) -> tuple[str, dict[str, Any], str]:
+    """Return (run_key, resolved method params, code version) of a cell."""
+    method = methods.create(cell.method.name, cell.method.overrides)
+    params = method.params()
+    version = code_version(cell.method.name, cell.dataset.name)
+    key = run_key(cell.dataset.name, cell.dataset.options, cell.method.name, params, cell.bits, cell.seed, version)
+    return key, params, version
+
+
+def _environment_tags(device: str) -> dict[str, str]:
+    return {
+        "device": device,
+        "torch_version": torch.__version__,
+        "numpy_version": np.__version__,
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+    }
+
+
+def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: int = 1,
+             console: Console | None = None) -> GridReport:
+    """Run every cell of `suite` not already finished in `tracker` (all of them with force).
+
+    With workers > 1 the cells go to that many spawned processes sharing the store (created here,
+    in the parent, first). Progress goes to `console` (stderr): a bar on a terminal, lines otherwise."""
+    report = GridReport()
+    finished = {} if force else tracker.finished()
+    todo: list[tuple[Cell, str]] = []
+    for cell in suite.cells():
+        key = cell_identity(cell)[0]
+        if key in finished:
+            report.reused.append(key)
+        else:
+            todo.append((cell, key))
+    if not todo:
+        return report
+    with Reporter(len(todo), console) as reporter:
+        reporter.log(f"{len(report.reused)} of {len(report.reused) + len(todo)} runs already in MLflow; "
+                     f"running {len(todo)}" + (f" on {workers} workers" if workers > 1 else ""))
+        if workers <= 1:
+            for cell, key in todo:
+                _record(report, reporter, key, run_cell(suite, cell, tracker, reporter))
+        else:
+            _run_parallel(suite, todo, tracker, workers, report, reporter)
+    return report
+
+
+def _record(report: GridReport, reporter: Reporter, key: str, outcome: tuple[str, str]) -> None:
+    status, message = outcome
+    (report.ran.append(key) if status == "FINISHED" else report.failed.append((key, message)))
+    reporter.log(message)
+    reporter.advance()
+
+
+_loaded: dict[tuple[str, str], CrossModalData] = {}
+
+
+def _dataset(cell: Cell, reporter: Reporter | None) -> CrossModalData:
+    """Return the cell's data set, keeping only the most recent one in memory (cells come grouped)."""
+    ds_id = (cell.dataset.name, repr(sorted(cell.dataset.options.items())))
+    if ds_id not in _loaded:
+        _loaded.clear()
+        if reporter:
+            reporter.describe(f"loading {cell.dataset.name}")
+        _loaded[ds_id] = datasets.load(cell.dataset.name, **cell.dataset.options)
+        if reporter:
+            reporter.log(_loaded[ds_id].summary())
+    return _loaded[ds_id]
+
+
+def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | None = None) -> tuple[str, str]:
+    """Train and evaluate one cell as one MLflow run; return (final status, one-line message).
+
+    Failures are recorded as FAILED (with the error and traceback as tags) and returned, not raised;
+    an interrupt is recorded as KILLED and re-raised."""
+    key, params, version = cell_identity(cell)
+    data = _dataset(cell, reporter)
+    title = f"{cell.dataset.name} {cell.method.label} {cell.bits} bits seed {cell.seed}"
+    if reporter:
+        reporter.describe(title)
+    tags = {
+        "run_key": key, "suite": suite.name, "dataset": cell.dataset.name, "method": cell.method.name,
+        "label": cell.method.label, "bits": cell.bits, "seed": cell.seed, "code_version": version,
+        "dataset_fingerprint": data.fingerprint(), **_environment_tags(suite.device),
+    }
+    tags.update({k: data.meta[k] for k in ("split_hash", "protocol") if k in data.meta})
+    run_params = {**{f"cfg.{k}": v for k, v in params.items()},
+                  **{f"data.{k}": v for k, v in cell.dataset.options.items()},
+                  "bits": cell.bits, "seed": cell.seed, "method": cell.method.name, "dataset": cell.dataset.name}
+    run_id = tracker.start(title, tags, run_params)
+    try:
+        started = time.perf_counter()
+        method = methods.create(cell.method.name, cell.method.overrides)
+        ctx = FitContext(
+            seed=cell.seed, device=suite.device, validation=data.validation,
+            on_epoch=lambda epoch, values: tracker.log_metrics(run_id, {f"train/{k}": v for k, v in values.items()}, step=epoch),
+            log=reporter.log if reporter else (lambda message: None),
+        )
+        encoder = method.fit(data.train, cell.bits, ctx)
+        fit_seconds = time.perf_counter() - started
+        results = evaluate_encoder(encoder, data)
+        results.update(fit_seconds=fit_seconds, total_seconds=time.perf_counter() - started)
+        tracker.log_metrics(run_id, results)
+        tracker.finish(run_id, "FINISHED")
+        return "FINISHED", f"{title}: mAP I->T {results['map_i2t']:.4f}  T->I {results['map_t2i']:.4f}  ({fit_seconds:.1f}s)"
+    except KeyboardInterrupt:
+        tracker.set_tags(run_id, {"error": "interrupted"})
+        tracker.finish(run_id, "KILLED")
+        raise
+    except Exception as exc:  # recorded and reported; the grid goes on
+        tracker.set_tags(run_id, {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]})
+        tracker.finish(run_id, "FAILED")
+        return "FAILED", f"FAILED {title}: {type(exc).__name__}: {exc}"
+
+
+_worker_tracker: Tracker | None = None
+
+
+def _worker_init(uri: str, experiment: str, threads: int) -> None:
+    global _worker_tracker
+    torch.set_num_threads(threads)
+    _worker_tracker = Tracker(uri, experiment)  # the experiment exists already: created by the parent
+
+
+def _worker_run(suite: Suite, cell: Cell) -> tuple[str, str]:
+    assert _worker_tracker is not None
+    return run_cell(suite, cell, _worker_tracker)
+
+
+def _run_parallel(suite: Suite, todo: list[tuple[Cell, str]], tracker: Tracker, workers: int,
+                  report: GridReport, reporter: Reporter) -> None:
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                             initargs=(tracker.uri, tracker.experiment, threads)) as pool:
+        futures = {pool.submit(_worker_run, suite, cell): key for cell, key in todo}
+        for future in as_completed(futures):
+            key = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # a worker died (e.g. out of memory): its run stays RUNNING, rerun next time
+                outcome = ("FAILED", f"FAILED worker: {type(exc).__name__}: {exc}")
+            _record(report, reporter, key, outcome)
+
+
+def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options shared by runners.run and runners.compare."""
+    parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="suite TOML file (default: %(default)s)")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME", help=f"data sets to use (known: {', '.join(datasets.available())})")
+    parser.add_argument("--methods", nargs="+", metavar="NAME", help=f"methods or suite labels to use (known: {', '.join(methods.available())})")
+    parser.add_argument("--bits", nargs="+", type=int, metavar="K", help="hash lengths, e.g. 16 32 64")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds, e.g. 0 1 2")
+    parser.add_argument("--device", help="torch device (cpu, cuda, cuda:1); default: the suite's")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    parser.add_argument("--experiment", default="xmodal-hash-bench", help="MLflow experiment name (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rerun every cell even if MLflow holds it")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the grid (default: %(default)s)")
+    parser.add_argument("--params-from", metavar="STUDY", help="use the best config of this Optuna study for its method")
+    parser.add_argument("--optuna-storage", default="sqlite:///optuna.db", help="storage of --params-from (default: %(default)s)")
+
+
+def suite_from_args(args: argparse.Namespace) -> Suite:
+    """Return the suite file narrowed by the command line (SuiteError on bad input)."""
+    suite = load_suite(args.suite)
+    device = args.device
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise SuiteError(f"--device {device}: CUDA is not available here; use cpu")
+    suite = select(suite, datasets_=args.datasets, methods_=args.methods, bits=args.bits, seeds=args.seeds, device=device)
+    if getattr(args, "params_from", None):
+        from .tune import best_overrides, open_storage  # optuna is only imported when asked for
+
+        method, overrides = best_overrides(open_storage(args.optuna_storage), args.params_from)
+        suite = with_tuned_method(suite, method, overrides, args.params_from)
+    return suite
+
+
+def with_tuned_method(suite: Suite, method: str, overrides: dict[str, Any], study: str) -> Suite:
+    """Return `suite` where entries of `method` use `overrides` (label gets ' (tuned)'), or with
+    the tuned method added if the suite does not have it."""
+    tuned = [MethodEntry(m.name, f"{m.label} (tuned)", {**m.overrides, **overrides}) if m.name == method else m
+             for m in suite.methods]
+    if all(m.name != method for m in suite.methods):
+        tuned.append(MethodEntry(method, f"{method} (tuned: {study})", overrides))
+    return replace(suite, methods=tuple(tuned))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runners.run", description=__doc__.split("\n\n")[0])
+    add_grid_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        suite = suite_from_args(args)
+    except SuiteError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    tracker = Tracker(args.tracking_uri, args.experiment)
+    report = run_grid(suite, tracker, force=args.force, workers=args.workers)
+    print(f"{len(report.ran)} run, {len(report.reused)} reused, {len(report.failed)} failed")
+    for _, message in report.failed:
+        print(f"failed: {message}", file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

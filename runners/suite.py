@@ -1,0 +1,209 @@
+"""Benchmark suites: a TOML file of datasets x methods x bits x seeds, expanded into cells.
+
+Example (benchmarks/default.toml):
+
+    bits = [16, 32, 64]
+    seeds = [0, 1, 2]
+    [[datasets]]
+    name = "synthetic-mirflickr"
+    options = { n_items = 6000 }
+    [[methods]]
+    name = "dcmh"
+    label = "DCMH"                # optional: leaderboard row name (defaults to name)
+    overrides = { epochs = 30 }   # config fields, checked against the method's Config
+
+Everything is checked before anything runs: an unknown key, method, dataset or config field,
+or a non-positive bit length is a one-line SuiteError naming the file, the key and what is accepted.
+"""
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import datasets
+import methods
+from methods.base import ConfigError, check_bits
+
+DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "default.toml"
+
+SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods"}
+DATASET_KEYS = {"name", "options"}
+METHOD_KEYS = {"name", "label", "overrides"}
+
+
+class SuiteError(ValueError):
+    """A suite file or command-line selection that cannot run; the message says what is accepted."""
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodEntry:
+    name: str
+    label: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: a dataset, a configured method, a bit length and a seed."""
+
+    dataset: DatasetEntry
+    method: MethodEntry
+    bits: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    source: str
+    datasets: tuple[DatasetEntry, ...]
+    methods: tuple[MethodEntry, ...]
+    bits: tuple[int, ...]
+    seeds: tuple[int, ...]
+    device: str = "cpu"
+    description: str = ""
+
+    def cells(self) -> list[Cell]:
+        """Return the grid in a stable order: dataset, method, bits, seed."""
+        return [
+            Cell(d, m, b, s)
+            for d in self.datasets for m in self.methods for b in self.bits for s in self.seeds
+        ]
+
+
+def _unknown_keys(found: Mapping[str, Any], accepted: set[str], where: str) -> None:
+    unknown = sorted(set(found) - accepted)
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, accepted, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SuiteError(f"{where}: unknown key {key!r}{hint}; accepted: {', '.join(sorted(accepted))}")
+
+
+def _int_list(value: Any, where: str, positive: bool) -> tuple[int, ...]:
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise SuiteError(f"{where}: must list at least one value")
+    out = []
+    for v in values:
+        if positive:
+            try:
+                out.append(check_bits(v))
+            except ValueError as exc:
+                raise SuiteError(f"{where}: {exc}") from None
+        else:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise SuiteError(f"{where}: seeds must be non-negative integers, got {v!r}")
+            out.append(int(v))
+    return tuple(dict.fromkeys(out))  # de-duplicated, order kept
+
+
+def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
+    """Return a checked Suite from the parsed TOML mapping `raw` read from `source`."""
+    _unknown_keys(raw, SUITE_KEYS, source)
+    for required in ("datasets", "methods", "bits", "seeds"):
+        if required not in raw:
+            raise SuiteError(f"{source}: missing key {required!r}; a suite needs datasets, methods, bits and seeds")
+    ds_entries = []
+    for i, d in enumerate(raw["datasets"]):
+        where = f"{source}: datasets[{i}]"
+        if isinstance(d, str):
+            d = {"name": d}
+        _unknown_keys(d, DATASET_KEYS, where)
+        if "name" not in d:
+            raise SuiteError(f"{where}: missing key 'name'")
+        ds_entries.append(DatasetEntry(str(d["name"]), dict(d.get("options", {}))))
+    m_entries = []
+    for i, m in enumerate(raw["methods"]):
+        where = f"{source}: methods[{i}]"
+        if isinstance(m, str):
+            m = {"name": m}
+        _unknown_keys(m, METHOD_KEYS, where)
+        if "name" not in m:
+            raise SuiteError(f"{where}: missing key 'name'")
+        m_entries.append(MethodEntry(str(m["name"]), str(m.get("label", m["name"])), dict(m.get("overrides", {}))))
+    suite = Suite(
+        name=str(raw.get("name", Path(source).stem)),
+        source=source,
+        datasets=tuple(ds_entries),
+        methods=tuple(m_entries),
+        bits=_int_list(raw["bits"], f"{source}: bits", positive=True),
+        seeds=_int_list(raw["seeds"], f"{source}: seeds", positive=False),
+        device=str(raw.get("device", "cpu")),
+        description=str(raw.get("description", "")),
+    )
+    check_suite(suite)
+    return suite
+
+
+def check_suite(suite: Suite) -> None:
+    """Raise SuiteError unless every dataset and method exists and every override is accepted."""
+    for d in suite.datasets:
+        try:
+            datasets.check_options(d.name, dict(d.options))
+        except (datasets.UnknownNameError, datasets.DataError) as exc:
+            raise SuiteError(f"{suite.source}: {exc}") from None
+    labels = [m.label for m in suite.methods]
+    if len(set(labels)) != len(labels):
+        raise SuiteError(f"{suite.source}: method labels must be unique, got {labels}; set 'label' to tell them apart")
+    for m in suite.methods:
+        try:
+            methods.create(m.name, m.overrides)
+        except (methods.UnknownNameError, ConfigError) as exc:
+            raise SuiteError(f"{suite.source}: {exc}") from None
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Return the checked Suite in TOML file `path` (SuiteError if missing or malformed)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SuiteError(f"suite file {str(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML ({exc})") from None
+    return parse_suite(raw, str(path))
+
+
+def select(
+    suite: Suite,
+    *,
+    datasets_: Sequence[str] | None = None,
+    methods_: Sequence[str] | None = None,
+    bits: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
+    device: str | None = None,
+) -> Suite:
+    """Return `suite` narrowed or changed by command-line choices (checked like the file).
+
+    Methods/datasets named on the command line but absent from the suite are added with
+    default options; bits and seeds replace the suite's lists."""
+    def pick(entries, names, make):
+        if names is None:
+            return entries
+        by_key = {e.name: e for e in entries} | {getattr(e, "label", e.name): e for e in entries}
+        return tuple(by_key.get(n) or make(n) for n in names)
+
+    raw_bits = suite.bits if bits is None else _int_list(list(bits), "--bits", positive=True)
+    raw_seeds = suite.seeds if seeds is None else _int_list(list(seeds), "--seeds", positive=False)
+    narrowed = Suite(
+        name=suite.name,
+        source=suite.source,
+        datasets=pick(suite.datasets, datasets_, lambda n: DatasetEntry(n)),
+        methods=pick(suite.methods, methods_, lambda n: MethodEntry(n, n)),
+        bits=raw_bits,
+        seeds=raw_seeds,
+        device=device or suite.device,
+        description=suite.description,
+    )
+    check_suite(narrowed)
+    return narrowed

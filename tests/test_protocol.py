@@ -1,0 +1,60 @@
+"""The method registry and protocol: names, config overrides, bit lengths, ±1 codes."""
+import numpy as np
+import pytest
+import torch
+
+import datasets
+import methods
+from methods import ConfigError, FitContext, check_bits, sign_codes
+
+
+def test_unknown_method_lists_known():
+    with pytest.raises(methods.UnknownNameError, match=r"unknown method 'dcmhh'; known: .*dcmh.*Did you mean 'dcmh'"):
+        methods.get("dcmhh")
+
+
+def test_config_override_unknown_field():
+    with pytest.raises(ConfigError, match=r"method 'dcmh': unknown config field\(s\) \['epoch'\]; accepted: .*epochs"):
+        methods.create("dcmh", {"epoch": 3})
+
+
+def test_config_override_wrong_type():
+    with pytest.raises(ConfigError, match=r"field 'epochs': expected int, got 'ten'"):
+        methods.create("dcmh", {"epochs": "ten"})
+
+
+def test_config_override_applied_and_listed_in_params():
+    m = methods.create("dcmh", {"epochs": 3, "text_hidden": [64]})
+    assert m.config.epochs == 3 and m.config.text_hidden == (64,)
+    assert m.params()["text_hidden"] == [64]
+
+
+@pytest.mark.parametrize("bits", [0, -16, 1.5, True, "32"])
+def test_bits_must_be_positive_integers(bits):
+    with pytest.raises(ValueError, match="bits must be a positive integer"):
+        check_bits(bits)
+
+
+def test_sign_of_zero_is_plus_one():
+    codes = sign_codes(torch.tensor([[-0.5, 0.0, 2.0, -0.0]]))
+    assert codes.dtype == torch.int8 and codes.tolist() == [[-1, 1, 1, 1]]
+
+
+def test_every_method_fits_through_the_protocol():
+    data = datasets.load("synthetic-wiki", n_items=600, n_train=400, n_query=150, n_validation=50)
+    for name in methods.available():
+        cls = methods.get(name)
+        # Tiny budget: the protocol, not quality, is under test here.
+        fast = {k: v for k, v in {"epochs": 2, "text_hidden": [32], "image_hidden": [32]}.items()
+                if k in cls.Config.__dataclass_fields__}
+        encoder = methods.create(name, fast).fit(data.train, 12, FitContext(seed=0))
+        for modality in ("image", "text"):
+            codes = encoder.encode(modality, getattr(data.query, modality))
+            assert codes.shape == (150, 12) and codes.dtype == torch.int8
+            assert set(codes.unique().tolist()) <= {-1, 1}
+
+
+def test_negative_bits_refused_by_fit():
+    data = datasets.load("synthetic-wiki", n_items=300, n_train=200, n_query=50, n_validation=20)
+    with pytest.raises(ValueError, match=r"bits must be a positive integer .* got -8"):
+        methods.create("dcmh", {"epochs": 1}).fit(data.train, -8, FitContext())

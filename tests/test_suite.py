@@ -1,0 +1,83 @@
+"""Suite files and command-line selection: checked before anything runs, one-line errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runners.suite import DEFAULT_SUITE, SuiteError, load_suite, parse_suite, select
+
+REPO = Path(__file__).resolve().parent.parent
+GOOD = {"bits": [16, 32], "seeds": [0, 1], "datasets": [{"name": "synthetic-wiki"}],
+        "methods": [{"name": "dcmh", "overrides": {"epochs": 2}}]}
+
+
+def test_default_suite_parses_and_expands():
+    suite = load_suite(DEFAULT_SUITE)
+    assert len(suite.cells()) == len(suite.datasets) * len(suite.methods) * len(suite.bits) * len(suite.seeds)
+
+
+def test_grid_order_and_count():
+    suite = parse_suite(GOOD, "s.toml")
+    cells = suite.cells()
+    assert [(c.bits, c.seed) for c in cells] == [(16, 0), (16, 1), (32, 0), (32, 1)]
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"bit": [16]}, r"s\.toml: unknown key 'bit' \(did you mean 'bits'\?\); accepted: bits, datasets"),
+    ({"bits": [16, -4]}, r"s\.toml: bits: bits must be a positive integer .* got -4"),
+    ({"bits": [0]}, r"bits must be a positive integer"),
+    ({"seeds": [-1]}, r"seeds must be non-negative integers, got -1"),
+    ({"methods": [{"name": "sammy"}]}, r"s\.toml: unknown method 'sammy'; known: .*dcmh"),
+    ({"datasets": [{"name": "wikii"}]}, r"s\.toml: unknown dataset 'wikii'; known: "),
+    ({"methods": [{"name": "dcmh", "overides": {}}]}, r"methods\[0\]: unknown key 'overides' \(did you mean 'overrides'\?\)"),
+    ({"methods": [{"name": "dcmh", "overrides": {"epoch": 1}}]}, r"unknown config field\(s\) \['epoch'\]; accepted: "),
+    ({"methods": [{"name": "dcmh"}, {"name": "dcmh"}]}, r"method labels must be unique"),
+    ({"datasets": [{"name": "wiki", "options": {"protocl": "official"}}]},
+     r"s\.toml: wiki: unknown option\(s\) \['protocl'\]; accepted: .*protocol"),
+])
+def test_bad_suites_get_one_line_errors(change, expected):
+    raw = {**GOOD, **change}
+    with pytest.raises(SuiteError, match=expected) as err:
+        parse_suite(raw, "s.toml")
+    assert "\n" not in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(SuiteError, match="not found"):
+        load_suite(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("bits = [16,\n")
+    with pytest.raises(SuiteError, match=r"bad\.toml: not valid TOML"):
+        load_suite(bad)
+
+
+def test_select_narrows_and_checks():
+    suite = parse_suite(GOOD, "s.toml")
+    narrowed = select(suite, bits=[64], seeds=[5])
+    assert narrowed.bits == (64,) and narrowed.seeds == (5,)
+    with pytest.raises(SuiteError, match="bits must be a positive integer"):
+        select(suite, bits=[-32])
+    with pytest.raises(SuiteError, match="unknown method 'nope'"):
+        select(suite, methods_=["nope"])
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--bits", "-3"], "bits must be a positive integer"),
+    (["--methods", "dcmx"], "unknown method 'dcmx'"),
+    (["--datasets", "mirflickr-typo"], "unknown dataset 'mirflickr-typo'"),
+])
+def test_cli_bad_input_exits_2_with_one_line(args, expected, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "runners.compare", "--no-run", *args,
+                           "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and expected in lines[-1]
+    assert not (tmp_path / "m.db").exists()  # nothing was created before the input was checked
+
+
+@pytest.mark.parametrize("module", ["runners.compare", "runners.run"])
+def test_help_works(module):
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--suite" in proc.stdout and "--bits" in proc.stdout
