@@ -125,6 +125,17 @@ def tower(in_dim: int, hidden: Sequence[int], out_dim: int, *, sparse_input: boo
     return net
 
 
+class Center(nn.Module):
+    """Subtract a fixed mean vector (a buffer): the training mean, kept inside the encoder."""
+
+    def __init__(self, mean: np.ndarray):
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(np.asarray(mean, dtype=np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.mean
+
+
 class LazyDecaySGD(torch.optim.Optimizer):
     """Plain SGD with L2 weight decay, p <- p - lr (g + wd p), whose sparse-gradient SparseLinear
     tables are updated lazily but exactly: W = s V, so the decay (1 - lr wd) multiplies the scalar

@@ -225,7 +225,7 @@ class SAM(HashingMethod):
                     sums[k] = sums.get(k, 0.0) + float(t.detach()) * len(idx)
             values = {k: v / len(train) for k, v in sums.items()}
             for m in MODS:
-                values[f"margin_mean_{m}"] = float(margins.value(m).mean())
+                values[f"margin_mean_{m}"] = float(margins.value(m).detach().mean())
             if selector.end_epoch(epoch, values):
                 break
         selector.finish()

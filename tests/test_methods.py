@@ -26,10 +26,10 @@ BITS = 16
 
 # Small-and-fast settings (architecture widths, epochs); each key is applied where the method has it.
 FAST = {
-    "hidden": 256, "common": 128, "epochs": 8, "eval_every": 2, "patience": 2,
+    "hidden": 256, "common": 128, "epochs": 20, "eval_every": 2, "patience": 4, "lr": 1e-3,
     "text_hidden": (512,), "label_hidden": 256, "semantic_dim": 128, "label_epochs": 3,
 }
-FAST_BY_METHOD = {"ssah": {"text_hidden": 256, "epochs": 6, "lr_image": 1e-3}, "dcmh": {"epochs": 15}}
+FAST_BY_METHOD = {"ssah": {"text_hidden": 256, "epochs": 10, "lr_image": 1e-3}, "dcmh": {"epochs": 30}}
 
 
 def fast_method(name: str, **extra):
