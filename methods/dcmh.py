@@ -69,6 +69,16 @@ class DCMH(HashingMethod):
     Config = DCMHConfig
     version = "2"
 
+    @classmethod
+    def search_space(cls, trial):
+        """Return overrides drawn from an Optuna trial: gamma, eta (the paper's two weights) and rates."""
+        return {
+            "gamma": trial.suggest_float("gamma", 0.1, 10.0, log=True),
+            "eta": trial.suggest_float("eta", 0.1, 10.0, log=True),
+            "lr_start": trial.suggest_float("lr_start", 1e-3, 1e-1, log=True),
+            "text_lr_multiplier": trial.suggest_float("text_lr_multiplier", 1.0, 100.0, log=True),
+        }
+
     def fit(self, train: Split, bits: int, ctx: FitContext) -> TorchEncoder:
         bits = check_bits(bits)
         cfg: DCMHConfig = self.config

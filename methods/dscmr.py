@@ -75,6 +75,15 @@ class DSCMR(HashingMethod):
     Config = DSCMRConfig
     version = "1"
 
+    @classmethod
+    def search_space(cls, trial):
+        """Return overrides drawn from an Optuna trial: the loss weights and the learning rate."""
+        return {
+            "alpha": trial.suggest_float("alpha", 1e-4, 1e-1, log=True),
+            "beta": trial.suggest_float("beta", 1e-3, 1.0, log=True),
+            "lr": trial.suggest_float("lr", 3e-5, 1e-3, log=True),
+        }
+
     def fit(self, train: Split, bits: int, ctx: FitContext) -> EmbeddingEncoder:
         bits = check_bits(bits)
         cfg: DSCMRConfig = self.config

@@ -20,6 +20,7 @@ Encoder.embed returns z~ (cosine ranking); Encoder.encode returns sign(tanh head
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -103,8 +104,9 @@ class SAMNet(nn.Module):
         return F.normalize(z + g * ctx, dim=1)
 
     def code(self, z: torch.Tensor) -> torch.Tensor:
-        """Return the relaxed codes tanh(H z~) in (-1, 1)^K."""
-        return torch.tanh(self.head(z))
+        """Return the relaxed codes tanh(H sqrt(d) z~) in (-1, 1)^K. The sqrt(d) gives the unit
+        vector z~ entries of unit scale, so the freshly initialised head is not stuck near 0."""
+        return torch.tanh(self.head(z * math.sqrt(z.shape[1])))
 
 
 def margin_loss(cos: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, scale: float, multi_label: bool) -> torch.Tensor:
@@ -185,6 +187,18 @@ class SAM(HashingMethod):
 
     Config = SAMConfig
     version = "1"
+
+    @classmethod
+    def search_space(cls, trial):
+        """Return overrides drawn from an Optuna trial: margins first, then scale, lr, invariance."""
+        return {
+            "m0": trial.suggest_float("m0", 0.05, 0.45),
+            "margin_beta": trial.suggest_float("margin_beta", 0.0, 1.0),
+            "margin_rho": trial.suggest_float("margin_rho", 0.0, 0.3),
+            "scale": trial.suggest_float("scale", 8.0, 32.0),
+            "lr": trial.suggest_float("lr", 3e-5, 1e-3, log=True),
+            "invariance_weight": trial.suggest_float("invariance_weight", 0.0, 1.0),
+        }
 
     def fit(self, train: Split, bits: int, ctx: FitContext) -> EmbeddingEncoder:
         bits = check_bits(bits)

@@ -25,7 +25,9 @@ falls 10^0.5 per epoch, so it stops moving after a few epochs); each epoch is on
 one image and one text pass at the official starting rates (TF: up to 15 + 7 + 5 passes per net
 at rates falling 10^0.5 per epoch), ended by validation early stopping; the text net omits the
 multi-scale fusion (MultiScaleTxt: five pooled, rescaled copies of the BoW concatenated to it),
-which would make the 1386 x 4096 input layer six times wider and dense; PyTorch default init.
+which would make the 1386 x 4096 input layer six times wider and dense. Init: the label net as
+tnet.py, N(0, 0.01^2) for every weight and bias; the modality nets and discriminators PyTorch's
+default (see SSAHConfig.tf_init_modality_nets).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from datasets import Split
 
 from . import register
 from .base import FitContext, HashingMethod, TorchEncoder, check_bits
-from .layers import (Discriminator, LocalResponseNorm2d, View, is_sparse, label_similarity, minibatches, pairwise_likelihood,
+from .layers import (Center, Discriminator, LocalResponseNorm2d, View, is_sparse, label_similarity, minibatches, pairwise_likelihood,
                      seeded_generator, tower)
 from .selection import Selector
 
@@ -61,13 +63,25 @@ class SSAHConfig:
     lr_image: float = 10 ** -4.5    # setting.py lr_img starts at 10^-4.5
     lr_text: float = 10 ** -3.5     # setting.py lr_txt starts at 10^-3.5
     lr_dis: float = 1e-3            # setting.py lr_dis starts at 10^-3
-    label_epochs: int = 10          # setting.py k_lab_net = 10 label-net passes in the first epoch
+    # Label-net pretraining follows SSAH.py's schedule for its first `label_outer_epochs` outer
+    # epochs: per outer epoch e, 10 passes at 10^-(2 + e/2) then 5 at 10^-(2.5 + e/2)
+    # (k_lab_net = 10, lr_lab); 1 outer epoch = 15 passes (the TF code keeps going, but by then
+    # its rate has fallen 10x; our budget stops here).
+    label_outer_epochs: int = 1
     # setting.py: Epoch = 500 with rates falling 10^0.5 per epoch (negligible after ~5 epochs) and up
-    # to 15 + 7 + 5 passes per net per epoch. Here one pass per net per epoch, at most 15 epochs,
-    # stopped on validation mAP (2-minute budget on 2 CPU cores).
-    epochs: int = 15
+    # to 15 + 7 + 5 passes per net per epoch. Here one pass per net per epoch, at most 8 epochs
+    # (about 8 s each on the 9,000-item set, 2 CPU cores), stopped on validation mAP.
+    epochs: int = 8
     eval_every: int = 1
     patience: int = 4
+    # Centre image features on the training mean (kept in the encoder), the analogue of CNN-F's
+    # mean-image subtraction: on raw all-positive fc7 features the fc8 ReLU units died together and
+    # image codes collapsed (synthetic-mirflickr, ours).
+    center_image: bool = True
+    # tnet.py draws every weight as N(0, 0.01^2). Kept for the label net (PyTorch's default init
+    # made 1/2 F_L F_L^T saturate); for the modality nets on features it leaves the sparse-tag
+    # text net's output at its biases (one code for every text), so they use PyTorch's default.
+    tf_init_modality_nets: bool = False
     reproduce_tf_bug: bool = False  # True: the adversarial term does not update the image/text nets
 
 
@@ -88,9 +102,18 @@ class SSAHNet(nn.Module):
         return torch.tanh(self.hash(normed)), feat, torch.sigmoid(self.label(normed))
 
 
-def _trunk(in_dim: int, hidden: int | None, out_dim: int, sparse: bool) -> nn.Module:
-    if hidden is None:  # image: fc8 = Linear + ReLU on fc7 features
-        return tower(in_dim, (), out_dim, sparse_input=sparse, out_act=nn.ReLU())
+def tf_init_(module: nn.Module, std: float = 0.01) -> nn.Module:
+    """Re-draw every weight and bias as N(0, std^2), as tnet.py does (random_normal * 0.01); returns module."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.normal_(0.0, std)
+    return module
+
+
+def _trunk(in_dim: int, hidden: int | None, out_dim: int, sparse: bool, mean=None) -> nn.Module:
+    if hidden is None:  # image: fc8 = Linear + ReLU on fc7 features (centred, see SSAHConfig.center_image)
+        fc8 = tower(in_dim, (), out_dim, sparse_input=sparse, out_act=nn.ReLU())
+        return fc8 if mean is None else nn.Sequential(Center(mean), *fc8)
     first = tower(in_dim, (), hidden, sparse_input=sparse, out_act=nn.ReLU())
     return nn.Sequential(first, LocalResponseNorm2d(), nn.Linear(hidden, out_dim), nn.ReLU())
 
@@ -122,6 +145,15 @@ class SSAH(HashingMethod):
     Config = SSAHConfig
     version = "1"
 
+    @classmethod
+    def search_space(cls, trial):
+        """Return overrides drawn from an Optuna trial: the modality learning rates and delta."""
+        return {
+            "lr_image": trial.suggest_float("lr_image", 1e-5, 1e-3, log=True),
+            "lr_text": trial.suggest_float("lr_text", 1e-5, 1e-3, log=True),
+            "delta": trial.suggest_float("delta", 0.1, 10.0, log=True),
+        }
+
     def fit(self, train: Split, bits: int, ctx: FitContext) -> TorchEncoder:
         bits = check_bits(bits)
         cfg: SSAHConfig = self.config
@@ -130,13 +162,17 @@ class SSAH(HashingMethod):
         n, c = train.labels.shape
         labels = torch.from_numpy(train.labels).to(device)
         x = {m: torch.from_numpy(getattr(train, m)).to(device) for m in MODS}
-        lab = SSAHNet(_trunk(c, cfg.label_hidden, cfg.semantic_dim, False), cfg.semantic_dim, bits, c, False).to(device)
+        lab = tf_init_(SSAHNet(_trunk(c, cfg.label_hidden, cfg.semantic_dim, False), cfg.semantic_dim, bits, c, False)).to(device)
         nets = {
-            "image": SSAHNet(_trunk(x["image"].shape[1], None, cfg.semantic_dim, is_sparse(train.image)),
+            "image": SSAHNet(_trunk(x["image"].shape[1], None, cfg.semantic_dim, is_sparse(train.image),
+                                    train.image.mean(0) if cfg.center_image else None),
                              cfg.semantic_dim, bits, c, False).to(device),
             "text": SSAHNet(_trunk(x["text"].shape[1], cfg.text_hidden, cfg.semantic_dim, is_sparse(train.text)),
                             cfg.semantic_dim, bits, c, True).to(device),
         }
+        if cfg.tf_init_modality_nets:
+            for net in nets.values():
+                tf_init_(net)
         discs = {m: Discriminator(cfg.semantic_dim).to(device) for m in MODS}
 
         # 1. Label net (self-supervision): buffers of all items' features / codes as in SSAH.py.
@@ -147,7 +183,9 @@ class SSAH(HashingMethod):
             feat_l.copy_(f0)
             code_l.copy_(h0)
         opt = torch.optim.Adam(lab.parameters(), lr=cfg.lr_label)
-        for epoch in range(cfg.label_epochs):
+        for epoch, rate in enumerate(label_schedule(cfg.lr_label, cfg.label_outer_epochs)):
+            for group in opt.param_groups:
+                group["lr"] = rate
             total = 0.0
             for idx in minibatches(n, cfg.batch_size, gen):
                 idx = idx.to(device)
@@ -206,6 +244,12 @@ class SSAH(HashingMethod):
                 break
         selector.finish()
         return TorchEncoder(bits, code_nets, device)
+
+
+def label_schedule(lr0: float, outer_epochs: int) -> list[float]:
+    """Return the label net's per-pass learning rates of SSAH.py's first `outer_epochs` epochs:
+    for e: 10 passes at lr0 * 10^(-e/2), 5 at lr0 * 10^(-(e+1)/2) (k_lab_net / (idx + 1))."""
+    return [lr0 * 10 ** (-0.5 * (e + idx)) for e in range(outer_epochs) for idx in (0, 1) for _ in range(10 // (idx + 1))]
 
 
 def discriminator_loss(discs: dict[str, Discriminator], feats: dict[str, torch.Tensor], feat_label: torch.Tensor) -> torch.Tensor:
