@@ -32,7 +32,7 @@ from datasets import Split
 
 from . import register
 from .base import FitContext, HashingMethod, check_bits
-from .layers import (CommonSpaceNet, EmbeddingEncoder, View, dscmr_label_loss, hash_pairwise_loss, invariance_loss,
+from .layers import (CommonSpaceNet, adam, EmbeddingEncoder, View, dscmr_label_loss, hash_pairwise_loss, invariance_loss,
                      is_sparse, minibatches, quantization_loss, seeded_generator)
 from .selection import Selector
 
@@ -212,7 +212,7 @@ class SAM(HashingMethod):
                                   sparse_image=is_sparse(train.image), sparse_text=is_sparse(train.text))
         net = SAMNet(backbone, n_classes, cfg.common, bits, cfg.attention, cfg.tau, multi_label).to(device)
         margins = Margins(cfg, labels.sum(0)).to(device)
-        opt = torch.optim.Adam(list(net.parameters()) + list(margins.parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        opt = adam(list(net.parameters()) + list(margins.parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         x = {"image": torch.from_numpy(train.image).to(device), "text": torch.from_numpy(train.text).to(device)}
 
         def encoder() -> EmbeddingEncoder:

@@ -41,7 +41,7 @@ from datasets import Split
 
 from . import register
 from .base import FitContext, HashingMethod, TorchEncoder, check_bits
-from .layers import (Center, Discriminator, LocalResponseNorm2d, View, is_sparse, label_similarity, minibatches, pairwise_likelihood,
+from .layers import (Center, adam, Discriminator, LocalResponseNorm2d, View, is_sparse, label_similarity, minibatches, pairwise_likelihood,
                      seeded_generator, tower)
 from .selection import Selector
 
@@ -182,7 +182,7 @@ class SSAH(HashingMethod):
             h0, f0, _ = lab(labels)
             feat_l.copy_(f0)
             code_l.copy_(h0)
-        opt = torch.optim.Adam(lab.parameters(), lr=cfg.lr_label)
+        opt = adam(lab.parameters(), lr=cfg.lr_label)
         for epoch, rate in enumerate(label_schedule(cfg.lr_label, cfg.label_outer_epochs)):
             for group in opt.param_groups:
                 group["lr"] = rate
@@ -203,9 +203,9 @@ class SSAH(HashingMethod):
             code_l, feat_l, _ = lab(labels)  # the frozen guidance
 
         # 2. Modality nets and discriminators.
-        opts = {"image": torch.optim.Adam(nets["image"].parameters(), lr=cfg.lr_image),
-                "text": torch.optim.Adam(nets["text"].parameters(), lr=cfg.lr_text)}
-        opt_d = torch.optim.Adam([p for d in discs.values() for p in d.parameters()], lr=cfg.lr_dis)
+        opts = {"image": adam(nets["image"].parameters(), lr=cfg.lr_image),
+                "text": adam(nets["text"].parameters(), lr=cfg.lr_text)}
+        opt_d = adam([p for d in discs.values() for p in d.parameters()], lr=cfg.lr_dis)
         code_nets = {m: View(nets[m], m, lambda net, _m, x_: net(x_)[0]) for m in MODS}
         selector = Selector(ctx, {**nets, **{f"d_{m}": d for m, d in discs.items()}},
                             lambda: TorchEncoder(bits, code_nets, device), eval_every=cfg.eval_every,
