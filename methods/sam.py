@@ -1,0 +1,279 @@
+"""SAM: subspace adaptive margin (the proposed method) and its ablations.
+
+No paper or code is public; this is the formulation of ../shared/METHODS.md, DSCMR-based:
+- Encoders as DSCMR (CommonSpaceNet); common feature z = normalize(W_s h).
+- Class proxies w_c shared by both modalities; cos theta_ic = <z_i, w_c / |w_c|>.
+- Class attention: a = softmax_c(cos / tau) (multi-label: sigmoid, normalised to sum 1),
+  ctx = sum_c a_c w_c, gate g = sigmoid(A [z; ctx] + b), z~ = normalize(z + g * ctx).
+- Margins m[modality, class]:
+  (A) "adaptive": from statistics, no parameters: kappa = EMA of the mean cos of each (modality,
+      class) to its own proxy, m = clip(m0 + beta (mean_c kappa - kappa) + rho n_c^(-1/4) / max_c n_c^(-1/4),
+      0.05, 0.5); the first (warm-up) epoch uses m0. Less compact and rarer classes get more margin.
+  (B) "learned": m = m_min + (m_max - m_min) sigmoid(r), with -lambda_r mean(m) in the loss.
+  "fixed": CosFace, m = 0.35 everywhere. per_modality=False shares one margin per class.
+- Margin loss on cos(z~, w): single-label CosFace -log softmax(s (cos - m_y 1[c = y]))_y;
+  multi-label BCE with logits s (cos_c - m_c) on positives and s (cos_c + m_c) on negatives.
+- Total: DSCMR label loss (linear predictor on z~) + lambda_am (L_am^img + L_am^txt)
+  + lambda_inv mean |z~_img - z~_txt| + the K-bit tanh head's pairwise likelihood and quantization
+  (the same head and weights as dscmr-hash).
+Encoder.embed returns z~ (cosine ranking); Encoder.encode returns sign(tanh head).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from datasets import Split
+
+from . import register
+from .base import FitContext, HashingMethod, check_bits
+from .layers import (CommonSpaceNet, adam, EmbeddingEncoder, View, dscmr_label_loss, hash_pairwise_loss, invariance_loss,
+                     is_sparse, minibatches, quantization_loss, seeded_generator)
+from .selection import Selector
+
+MODS = ("image", "text")
+
+
+@dataclass(frozen=True)
+class SAMConfig:
+    # Backbone, optimiser and batch as DSCMR (model.py / main.py), so SAM differs from DSCMR only
+    # in the subspace loss. Epoch budget as DSCMRConfig.epochs (2-minute budget, validation stop).
+    hidden: int = 2048
+    common: int = 1024
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 100
+    epochs: int = 12
+    eval_every: int = 1
+    patience: int = 4
+    # Margins (METHODS.md SAM): "adaptive" = (A) statistics-driven, "learned" = (B), "fixed" = CosFace.
+    margin: Literal["adaptive", "learned", "fixed"] = "adaptive"
+    per_modality: bool = True       # one margin per (modality, class); False: per class only
+    m0: float = 0.2                 # (A) base margin and warm-up value
+    margin_beta: float = 0.5        # (A) weight of the compactness gap
+    margin_rho: float = 0.1         # (A) weight of the class-frequency term n_c^(-1/4)
+    ema: float = 0.9                # (A) EMA momentum of kappa, per batch (ours)
+    m_min: float = 0.05             # clip range (A) / range (B)
+    m_max: float = 0.5
+    fixed_margin: float = 0.35      # CosFace's m (Wang et al., CVPR 2018)
+    margin_reg: float = 0.1         # (B) lambda_r
+    scale: float = 16.0             # s; METHODS.md: 16-32 (lower end: BCE over many negatives)
+    attention: bool = True
+    tau: float = 0.1                # attention temperature
+    margin_weight: float = 1.0      # lambda_am
+    invariance_weight: float = 0.1  # lambda_inv (DSCMR's beta)
+    hash_weight: float = 1.0        # head pairwise likelihood (= dscmr-hash)
+    quant_weight: float = 0.1       # lambda_q (METHODS.md)
+
+
+class SAMNet(nn.Module):
+    """Backbone + shared class proxies + class attention + K-bit tanh head."""
+
+    def __init__(self, backbone: CommonSpaceNet, n_classes: int, common: int, bits: int, attention: bool,
+                 tau: float, multi_label: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.proxies = nn.Parameter(F.normalize(torch.randn(n_classes, common), dim=1))
+        self.gate = nn.Linear(2 * common, common) if attention else None
+        self.head = nn.Linear(common, bits)
+        self.tau, self.multi_label = tau, multi_label
+
+    def cosines(self, z: torch.Tensor) -> torch.Tensor:
+        """Return (n, C) cosines between unit features z and the proxies."""
+        return z @ F.normalize(self.proxies, dim=1).t()
+
+    def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """Return the unit common feature z~ (attention-refined when enabled)."""
+        z = F.normalize(self.backbone.common(modality, x), dim=1)
+        if self.gate is None:
+            return z
+        cos = self.cosines(z) / self.tau
+        if self.multi_label:
+            a = torch.sigmoid(cos)
+            a = a / a.sum(1, keepdim=True).clamp(min=1e-6)
+        else:
+            a = torch.softmax(cos, dim=1)
+        ctx = a @ F.normalize(self.proxies, dim=1)
+        g = torch.sigmoid(self.gate(torch.cat([z, ctx], dim=1)))
+        return F.normalize(z + g * ctx, dim=1)
+
+    def code(self, z: torch.Tensor) -> torch.Tensor:
+        """Return the relaxed codes tanh(H sqrt(d) z~) in (-1, 1)^K. The sqrt(d) gives the unit
+        vector z~ entries of unit scale, so the freshly initialised head is not stuck near 0."""
+        return torch.tanh(self.head(z * math.sqrt(z.shape[1])))
+
+
+def margin_loss(cos: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, scale: float, multi_label: bool) -> torch.Tensor:
+    """Return the additive-cosine-margin loss of (n, C) cosines against labels.
+
+    margins: (C,) per class. Single-label: CosFace cross-entropy on s (cos - m_y at the true class).
+    Multi-label: mean BCE with logits s (cos - m) for positives and s (cos + m) for negatives.
+    """
+    if multi_label:
+        logits = scale * (cos - margins * (2 * labels - 1))
+        return F.binary_cross_entropy_with_logits(logits, labels)
+    logits = scale * (cos - margins * labels)
+    return F.cross_entropy(logits, labels.argmax(1))
+
+
+class Margins(nn.Module):
+    """Per (modality, class) margins: 'adaptive' (EMA statistics), 'learned' or 'fixed'."""
+
+    def __init__(self, cfg: SAMConfig, class_counts: torch.Tensor):
+        super().__init__()
+        self.cfg = cfg
+        c = class_counts.numel()
+        rows = 2 if cfg.per_modality else 1
+        freq = class_counts.clamp(min=1).pow(-0.25)
+        self.register_buffer("freq_term", freq / freq.max())
+        self.register_buffer("kappa", torch.zeros(rows, c))
+        self.register_buffer("seen", torch.zeros(rows, c, dtype=torch.bool))
+        self.warm = True
+        if cfg.margin == "learned":
+            p = (cfg.m0 - cfg.m_min) / (cfg.m_max - cfg.m_min)  # start at m0
+            self.raw = nn.Parameter(torch.full((rows, c), float(torch.logit(torch.tensor(p)))))
+
+    def row(self, modality: str) -> int:
+        return MODS.index(modality) if self.cfg.per_modality else 0
+
+    def value(self, modality: str) -> torch.Tensor:
+        """Return the (C,) margins of `modality` now."""
+        cfg = self.cfg
+        r = self.row(modality)
+        if cfg.margin == "fixed":
+            return torch.full_like(self.kappa[r], cfg.fixed_margin)
+        if cfg.margin == "learned":
+            return cfg.m_min + (cfg.m_max - cfg.m_min) * torch.sigmoid(self.raw[r])
+        if self.warm:
+            return torch.full_like(self.kappa[r], cfg.m0)
+        kappa = self.kappa[r]
+        seen = self.seen[r]
+        mean = kappa[seen].mean() if seen.any() else kappa.new_zeros(())
+        m = cfg.m0 + cfg.margin_beta * (mean - kappa) + cfg.margin_rho * self.freq_term
+        return torch.where(seen, m, torch.full_like(m, cfg.m0)).clamp(cfg.m_min, cfg.m_max)
+
+    @torch.no_grad()
+    def observe(self, modality: str, cos: torch.Tensor, labels: torch.Tensor) -> None:
+        """Update kappa with the batch mean cos of each class's items to their own proxy."""
+        if self.cfg.margin != "adaptive":
+            return
+        r = self.row(modality)
+        count = labels.sum(0)
+        present = count > 0
+        batch_kappa = (cos * labels).sum(0) / count.clamp(min=1)
+        first = present & ~self.seen[r]
+        upd = present & self.seen[r]
+        self.kappa[r] = torch.where(first, batch_kappa, self.kappa[r])
+        self.kappa[r] = torch.where(upd, self.cfg.ema * self.kappa[r] + (1 - self.cfg.ema) * batch_kappa, self.kappa[r])
+        self.seen[r] |= present
+
+    def regulariser(self) -> torch.Tensor:
+        """Return -lambda_r mean(m) for learned margins (else 0): keeps them from collapsing to m_min."""
+        if self.cfg.margin != "learned":
+            return self.kappa.new_zeros(())
+        m = self.cfg.m_min + (self.cfg.m_max - self.cfg.m_min) * torch.sigmoid(self.raw)
+        return -self.cfg.margin_reg * m.mean()
+
+
+@register("sam")
+class SAM(HashingMethod):
+    """Subspace adaptive margin: DSCMR backbone, proxies, class attention, adaptive margins, hash head."""
+
+    Config = SAMConfig
+    version = "1"
+
+    @classmethod
+    def search_space(cls, trial):
+        """Return overrides drawn from an Optuna trial: margins first, then scale, lr, invariance."""
+        return {
+            "m0": trial.suggest_float("m0", 0.05, 0.45),
+            "margin_beta": trial.suggest_float("margin_beta", 0.0, 1.0),
+            "margin_rho": trial.suggest_float("margin_rho", 0.0, 0.3),
+            "scale": trial.suggest_float("scale", 8.0, 32.0),
+            "lr": trial.suggest_float("lr", 3e-5, 1e-3, log=True),
+            "invariance_weight": trial.suggest_float("invariance_weight", 0.0, 1.0),
+        }
+
+    def fit(self, train: Split, bits: int, ctx: FitContext) -> EmbeddingEncoder:
+        bits = check_bits(bits)
+        cfg: SAMConfig = self.config
+        device = ctx.torch_device()
+        gen = seeded_generator(ctx.seed)
+        labels = torch.from_numpy(train.labels).to(device)
+        multi_label = bool((labels.sum(1) != 1).any())
+        n_classes = labels.shape[1]
+        backbone = CommonSpaceNet(train.image.shape[1], train.text.shape[1], n_classes, cfg.hidden, cfg.common,
+                                  sparse_image=is_sparse(train.image), sparse_text=is_sparse(train.text))
+        net = SAMNet(backbone, n_classes, cfg.common, bits, cfg.attention, cfg.tau, multi_label).to(device)
+        margins = Margins(cfg, labels.sum(0)).to(device)
+        opt = adam(list(net.parameters()) + list(margins.parameters()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        x = {"image": torch.from_numpy(train.image).to(device), "text": torch.from_numpy(train.text).to(device)}
+
+        def encoder() -> EmbeddingEncoder:
+            return EmbeddingEncoder(bits, {m: View(net, m, lambda n_, m_, x_: n_.code(n_.embed(m_, x_))) for m in MODS},
+                                    {m: View(net, m, lambda n_, m_, x_: n_.embed(m_, x_)) for m in MODS}, device)
+
+        selector = Selector(ctx, {"net": net, "margins": margins}, encoder, eval_every=cfg.eval_every,
+                            patience=cfg.patience, max_epochs=cfg.epochs)
+        for epoch in range(cfg.epochs):
+            net.train()
+            margins.warm = epoch == 0
+            sums: dict[str, float] = {}
+            for idx in minibatches(len(train), cfg.batch_size, gen):
+                idx = idx.to(device)
+                y = labels[idx]
+                z = {m: net.embed(m, x[m][idx]) for m in MODS}
+                terms = sam_terms(net, margins, z, y, cfg, multi_label)
+                loss = (terms["label"] + cfg.margin_weight * terms["margin"] + cfg.invariance_weight * terms["invariance"]
+                        + cfg.hash_weight * terms["hash"] + cfg.quant_weight * terms["quant"] + terms["margin_reg"])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for k, t in {"loss": loss, **{f"loss_{k}": t for k, t in terms.items()}}.items():
+                    sums[k] = sums.get(k, 0.0) + float(t.detach()) * len(idx)
+            values = {k: v / len(train) for k, v in sums.items()}
+            for m in MODS:
+                values[f"margin_mean_{m}"] = float(margins.value(m).detach().mean())
+            if selector.end_epoch(epoch, values):
+                break
+        selector.finish()
+        return encoder()
+
+
+def sam_terms(net: SAMNet, margins: Margins, z: dict[str, torch.Tensor], y: torch.Tensor, cfg: SAMConfig,
+              multi_label: bool) -> dict[str, torch.Tensor]:
+    """Return SAM's unweighted loss terms for one batch (z: unit features per modality);
+    also feeds the batch statistics to the adaptive margins."""
+    terms = {"label": z["image"].new_zeros(()), "margin": z["image"].new_zeros(())}
+    for m in MODS:
+        cos = net.cosines(z[m])
+        terms["label"] = terms["label"] + dscmr_label_loss(net.backbone.predictor(z[m]), y)
+        terms["margin"] = terms["margin"] + margin_loss(cos, y, margins.value(m), cfg.scale, multi_label)
+        margins.observe(m, cos.detach(), y)
+    terms["invariance"] = invariance_loss(z["image"], z["text"])
+    h_i, h_t = net.code(z["image"]), net.code(z["text"])
+    terms["hash"] = hash_pairwise_loss(h_i, h_t, y)
+    terms["quant"] = quantization_loss(h_i) + quantization_loss(h_t)
+    terms["margin_reg"] = margins.regulariser()
+    return terms
+
+
+def _variant(name: str, doc: str, **defaults):
+    """Register a SAM ablation: a subclass whose Config only changes defaults."""
+    cfg = dataclass(frozen=True)(type(f"{name.title().replace('-', '')}Config", (SAMConfig,),
+                                      {"__annotations__": {k: SAMConfig.__annotations__[k] for k in defaults}, **defaults}))
+    cls = type(name.title().replace("-", ""), (SAM,), {"Config": cfg, "__doc__": doc})
+    return register(name)(cls)
+
+
+_variant("sam-fixed-margin", "SAM ablation: one CosFace margin 0.35 for all classes and modalities.", margin="fixed")
+_variant("sam-class-margin", "SAM ablation: adaptive margins per class, shared by both modalities.", per_modality=False)
+_variant("sam-learned-margin", "SAM variant (B): learnable per (modality, class) margins.", margin="learned")
+_variant("sam-no-attention", "SAM ablation: without class attention (z~ = z).", attention=False)
+_variant("sam-no-invariance", "SAM ablation: without the modality-invariance term.", invariance_weight=0.0)
