@@ -23,13 +23,7 @@ from .base import Encoder, FitContext
 
 def cosine_map(query: torch.Tensor, retrieval: torch.Tensor, q_labels: torch.Tensor, r_labels: torch.Tensor) -> float:
     """Return mAP@all ranking `retrieval` by cosine similarity to each query (ties by index)."""
-    q = nn.functional.normalize(query.float(), dim=1)
-    r = nn.functional.normalize(retrieval.float(), dim=1)
-    order = torch.sort(-(q @ r.t()), dim=1, stable=True).indices
-    relevant = (q_labels.float() @ r_labels.float().t() > 0).gather(1, order).double()
-    positions = torch.arange(1, r.shape[0] + 1, dtype=torch.float64)
-    ap = (relevant.cumsum(1) / positions * relevant).sum(1) / relevant.sum(1).clamp(min=1)
-    return float(ap.mean())
+    return float(mean_average_precision(query, retrieval, q_labels, r_labels, metric="cosine"))
 
 
 def validation_scores(encoder: Encoder, split: Split, use_embedding: bool = False) -> dict[str, float]:
