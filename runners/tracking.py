@@ -14,6 +14,9 @@ from typing import Any, Iterable, Mapping
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+# Reading per-query APs back for the leaderboard downloads small artifacts; no progress bar each time.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_EXPERIMENT = "xmodal-hash-bench"
 _MAX_BATCH = 900  # MLflow accepts up to 1000 metrics per log_batch call
