@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench tune-demo clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ test: install
 bench: install
 	$(PY) -m benchmarks.bench_metrics
 	$(PY) -m benchmarks.bench_methods
+
+# Optuna study of SAM's margins on the demo data (validation split only); report in the output.
+tune-demo: install
+	$(PY) -m runners.tune --method sam --dataset synthetic-mirflickr --dataset-option n_items=5000 \
+	  --dataset-option n_query=500 --dataset-option n_train=2200 --dataset-option n_validation=300 \
+	  --override epochs=4 --bits 32 --trials 12
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts optuna.db .pytest_cache
