@@ -55,9 +55,10 @@ def evaluate_hashing(
     (for paired significance tests) come from evaluate_hashing_per_query.
     """
     per_query = evaluate_hashing_per_query(
-        query_codes, retrieval_codes, query_labels, retrieval_labels, map_ks=map_ks, precision_ks=precision_ks,
-        radius=radius, permutation_seed=permutation_seed, chunk_size=chunk_size)
-    # nanmean: only hashnet has NaN (its dropped queries); elsewhere it is the plain mean.
+        query_codes, retrieval_codes, query_labels, retrieval_labels, map_ks=map_ks,
+        precision_ks=precision_ks, radius=radius, permutation_seed=permutation_seed, chunk_size=chunk_size,
+    )
+    # nanmean: only hashnet produces NaN (its dropped queries); elsewhere it equals mean.
     return {key: float(values.nanmean()) for key, values in per_query.items()}
 
 
