@@ -160,7 +160,7 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
         method = methods.create(cell.method.name, cell.method.overrides)
         ctx = FitContext(
             seed=cell.seed, device=suite.device, validation=data.validation,
-            on_epoch=lambda epoch, values: tracker.log_metrics(run_id, {f"train/{k}": v for k, v in values.items()}, step=epoch),
+            on_epoch=lambda epoch, values: tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=epoch),
             log=reporter.log if reporter else (lambda message: None),
         )
         encoder = method.fit(data.train, cell.bits, ctx)

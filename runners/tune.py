@@ -92,7 +92,7 @@ def make_objective(method_name: str, dataset_name: str, data: CrossModalData, bi
 
         def on_epoch(epoch: int, values: Mapping[str, float]) -> None:
             if run_id is not None:
-                tracker.log_metrics(run_id, {f"train/{k}": v for k, v in values.items()}, step=epoch)
+                tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=epoch)
             if PRUNE_KEY in values:
                 trial.report(float(values[PRUNE_KEY]), epoch)
                 if trial.should_prune():

@@ -51,7 +51,7 @@ def test_first_run_trains_every_cell_once(store):
         assert tags[tag]
     assert run.data.params["cfg.epochs"] == "3" and run.data.params["data.n_items"] == "700"
     assert 0.0 < run.data.metrics["map_i2t"] <= 1.0 and 0.0 < run.data.metrics["map_t2i"] <= 1.0
-    history = tracker.client.get_metric_history(run.info.run_id, "train/loss_image")
+    history = tracker.client.get_metric_history(run.info.run_id, "epoch/loss_image")
     assert [m.step for m in history] == [0, 1, 2]  # one point per epoch
 
 
