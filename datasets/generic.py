@@ -59,15 +59,7 @@ def read_fields(
     """
     opened: dict[Path, ArrayFile] = {}
     try:
-        arrays, where = {}, {}
-        for field, (path, candidates) in spec.items():
-            path = Path(path)
-            if path not in opened:
-                opened[path] = ArrayFile(path)
-            f = opened[path]
-            key = pick_key(f, candidates, field)
-            arrays[field] = f.get(key)
-            where[field] = f.where(key)
+        arrays, where = _read_fields(spec, opened)
         _, axes = orient(arrays, where)
         fields = {
             k: (arrays[k], axes[k], None if k == "labels" else "float32", where[k]) for k in arrays
@@ -78,6 +70,21 @@ def read_fields(
     finally:
         for f in opened.values():
             f.close()
+
+
+def _read_fields(spec: Mapping[str, tuple[Path, Sequence[str]]], opened: dict[Path, ArrayFile],
+                 prefix: str = "") -> tuple[dict[str, object], dict[str, str]]:
+    """Return ({field: array as stored}, {field: 'file:key'}) for {field: (file, candidate keys)},
+    opening each file once into `opened` (the caller closes them)."""
+    arrays, where = {}, {}
+    for field, (path, candidates) in spec.items():
+        path = Path(path)
+        if path not in opened:
+            opened[path] = ArrayFile(path)
+        f = opened[path]
+        key = pick_key(f, candidates, f"{prefix}{field}")
+        arrays[field], where[field] = f.get(key), f.where(key)
+    return arrays, where
 
 
 def read_parts(
@@ -95,14 +102,7 @@ def read_parts(
         groups: dict[str, np.ndarray] = {}
         start = 0
         for part, spec in parts.items():
-            arrays, where = {}, {}
-            for field, (path, candidates) in spec.items():
-                path = Path(path)
-                if path not in opened:
-                    opened[path] = ArrayFile(path)
-                f = opened[path]
-                key = pick_key(f, candidates, f"{part} {field}")
-                arrays[field], where[field] = f.get(key), f.where(key)
+            arrays, where = _read_fields(spec, opened, f"{part} ")
             n, axes = orient(arrays, where)
             for field, arr in arrays.items():
                 a = materialize(arr, axes[field], where[field])
