@@ -19,7 +19,7 @@ from methods.layers import LazyDecaySGD, SparseLinear, pairwise_likelihood
 from methods.sam import Margins, SAMConfig, margin_loss
 from methods.selection import cosine_map
 from methods.ssah import SSAHConfig, SSAHNet, _trunk, adversarial_generator_loss
-from methods.layers import Discriminator
+from methods.layers import Discriminator, LocalResponseNorm2d
 from metrics import mean_average_precision
 
 BITS = 16
@@ -27,7 +27,7 @@ BITS = 16
 # Small-and-fast settings (architecture widths, epochs); each key is applied where the method has it.
 FAST = {
     "hidden": 256, "common": 128, "epochs": 12, "eval_every": 2, "patience": 3, "lr": 1e-3,
-    "text_hidden": (512,), "label_hidden": 256, "semantic_dim": 128, "label_outer_epochs": 3,
+    "text_hidden": (512,), "label_hidden": 256, "semantic_dim": 128, "label_passes": 45,
 }
 FAST_BY_METHOD = {"ssah": {"text_hidden": 256, "epochs": 10, "lr_image": 1e-3},
                   "dcmh": {"epochs": 40, "text_lr_multiplier": 30.0, "lr_start": 0.1, "lr_end": 0.01}}
@@ -96,13 +96,13 @@ def test_method_learns_codes(name, multi_label):
 @pytest.mark.parametrize("name", methods.available())
 def test_same_seed_same_codes(name, multi_label):
     data = multi_label
-    fits = [fast_method(name, epochs=2, eval_every=1, label_outer_epochs=1).fit(
+    fits = [fast_method(name, epochs=2, eval_every=1, label_passes=15).fit(
         data.train, 8, FitContext(seed=5, validation=data.validation)) for _ in range(2)]
     for modality in ("image", "text"):
         x = getattr(data.query, modality)
         a, b = (f.encode(modality, x) for f in fits)
         assert a.shape == (len(x), 8) and torch.equal(a, b)
-    other = fast_method(name, epochs=2, eval_every=1, label_outer_epochs=1).fit(
+    other = fast_method(name, epochs=2, eval_every=1, label_passes=15).fit(
         data.train, 8, FitContext(seed=6, validation=data.validation))
     assert not torch.equal(other.encode("image", data.query.image), fits[0].encode("image", data.query.image))
 
@@ -288,6 +288,21 @@ def test_ssah_adversarial_term_updates_modality_net_unless_tf_bug(bug):
         assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in disc.parameters())
     assert cfg.reproduce_tf_bug is False  # the default is the fixed version
+
+
+def test_local_response_norm_matches_tf_formula_and_torch():
+    # TF: out[i, c] = x[i, c] / (bias + alpha * sum_{|d - c| <= r} x[i, d]^2)^beta, written as a loop.
+    x = torch.randn(3, 11, dtype=torch.float64) * 30
+    r, bias, alpha, beta = 2, 2.0, 1e-4, 0.75
+    expected = torch.empty_like(x)
+    for i in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            window = sum(float(x[i, d]) ** 2 for d in range(max(0, c - r), min(x.shape[1], c + r + 1)))
+            expected[i, c] = x[i, c] / (bias + alpha * window) ** beta
+    ours = LocalResponseNorm2d(r, bias, alpha, beta)(x)
+    torch.testing.assert_close(ours, expected)
+    torch_lrn = torch.nn.LocalResponseNorm(2 * r + 1, alpha=alpha * (2 * r + 1), beta=beta, k=bias)
+    torch.testing.assert_close(ours, torch_lrn(x.unsqueeze(-1)).squeeze(-1))
 
 
 def test_cosine_map_perfect_and_reversed():
