@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,7 +51,8 @@ def run_one(data, dataset: str, method: str, bits: int, seed: int, device: str) 
         torch.cuda.synchronize()
     fit_seconds = time.perf_counter() - started
     values = evaluate_encoder(encoder, data, curves=False).values
-    row = {"dataset": dataset, "method": method, "bits": bits, "seed": seed, "device": device, "fit_seconds": fit_seconds}
+    row = {"dataset": dataset, "method": method, "version": model.version, "bits": bits, "seed": seed, "device": device,
+           "fit_seconds": fit_seconds}
     row.update({k: values[k] for k in ("map_i2t", "map_t2i", "map_tie_aware_i2t", "map_tie_aware_t2i") if k in values})
     row.update({k: v for k, v in values.items() if k.startswith("map_cosine")})
     return row
@@ -109,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default=str(RESULTS / "methods"), help="path stem for .jsonl and .md (default: %(default)s)")
     parser.add_argument("--timing", action="store_true", help="only one 32-bit seed-0 fit per method on synthetic-mirflickr")
     parser.add_argument("--fresh", action="store_true", help="ignore rows already in the .jsonl")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.timing:
         args.datasets, args.bits, args.seeds = ["synthetic-mirflickr"], [32], [0]
@@ -119,6 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     jsonl, md = Path(args.output + ".jsonl"), Path(args.output + ".md")
     jsonl.parent.mkdir(parents=True, exist_ok=True)
     rows = [] if args.fresh or not jsonl.exists() else [json.loads(line) for line in jsonl.read_text().splitlines() if line]
+    # A row counts as done only for the method's current version (rows of an older one are dropped).
+    current = {m: methods.get(m).version for m in args.methods}
+    rows = [r for r in rows if r.get("version") == current.get(r["method"], r.get("version"))]
     done = {(r["dataset"], r["method"], r["bits"], r["seed"]) for r in rows}
     if args.fresh:
         jsonl.write_text("")
@@ -141,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     frame = pd.DataFrame(rows)
     frame = frame[frame.dataset.isin(args.datasets) & frame.method.isin(args.methods)]
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") and torch.cuda.is_available() else platform.processor() or platform.machine()
-    text = (f"# Method benchmark (written by `python -m benchmarks.bench_methods {' '.join(argv or [])}`)\n\n"
+    text = (f"# Method benchmark (written by `python -m benchmarks.bench_methods {' '.join(argv)}`)\n\n"
             f"Device: {args.device} ({device_name}, torch {torch.__version__}, {torch.get_num_threads()} threads). "
             "mAP@all, Hamming ranking, ties by database index; mean ± std over seeds "
             f"{sorted(frame.seed.unique().tolist())}; best per column bold and marked *.\n\n" + summarize(frame))

@@ -14,7 +14,8 @@ own tie handling never matters (identical results from numpy's in-place sort on 
 torch.sort on CUDA), and the relevance bit rides along in the key instead of needing a gather.
 Tie-aware AP, precision within a radius and PR curves need only per-query histograms over
 (distance, relevant) from one bincount: no sort. Per-chunk temporaries live in buffers reused
-for the whole call (see _Inputs.buffer).
+for the whole call (see _Inputs.buffer). On CPU, stable mAP@all alone goes through the fused
+counting kernel of metrics/fused.py instead (no sort; see there), when numba is installed.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from . import fused
 from .hamming import as_pm1
 
 MAP_AT_K_VARIANTS = ("topk", "trec", "hashnet", "calc_map_k")
@@ -371,6 +373,26 @@ def _check_ties(ties: str) -> None:
         raise ValueError(f"ties must be 'stable' or 'tie-aware', got {ties!r}")
 
 
+def _use_fused(inputs: _Inputs, ties: str, backend: str) -> bool:
+    """Whether stable mAP goes through the fused CPU kernel; raises if "fused" was asked for but
+    cannot run here."""
+    if backend == "torch":
+        return False
+    reasons = []
+    if ties != "stable" or inputs.metric != "hamming":
+        reasons.append("it computes stable-tie Hamming mAP only")
+    if inputs.device.type != "cpu":
+        reasons.append(f"it runs on CPU, the codes are on {inputs.device}")
+    if not fused.available():
+        reasons.append("numba is not installed")
+    elif not reasons and not fused.supports(inputs.n_retrieval, inputs.bits,
+                                            fused.label_words(inputs.query_labels, inputs.retrieval_labels)):
+        reasons.append("the database, code length or label count is beyond its packed records")
+    if reasons and backend == "fused":
+        raise ValueError(f"backend='fused' cannot be used: {'; '.join(reasons)}")
+    return not reasons
+
+
 def mean_average_precision(
     query_codes: torch.Tensor,
     retrieval_codes: torch.Tensor,
@@ -382,6 +404,7 @@ def mean_average_precision(
     ties: str = "stable",
     permutation_seed: int | None = None,
     metric: str = "hamming",
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Return mAP@all as a 0-d float64 tensor, or per-query APs of shape (n_q,) if per_query.
 
@@ -393,9 +416,19 @@ def mean_average_precision(
     chunk_size: queries per chunk (default: about 1M query-item pairs on CPU, 16M on GPU, at
     least 32 queries);
     memory is O(chunk_size x n_retrieval).
+    backend: for stable Hamming mAP on CPU, "auto" uses the fused kernel (metrics.fused, numba)
+    when it is installed and the sizes fit, else the torch path; "torch" or "fused" force one.
+    Both give the same values (up to float summation order); chunk_size only affects "torch".
     """
     _check_ties(ties)
+    if backend not in ("auto", "torch", "fused"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'fused', got {backend!r}")
     inputs = _prepare(query_codes, retrieval_codes, query_labels, retrieval_labels, metric, permutation_seed)
+    _chunk_size(inputs, chunk_size)  # validated whichever path runs
+    if _use_fused(inputs, ties, backend):
+        ap = fused.stable_average_precisions(inputs.query, inputs.retrieval, inputs.query_labels,
+                                             inputs.retrieval_labels, torch.get_num_threads())
+        return ap if per_query else ap.mean()
     aps = []
     if ties == "tie-aware":
         if metric != "hamming":

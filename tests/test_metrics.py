@@ -3,13 +3,20 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import metrics
+from metrics import fused
 from metrics import reference as ref
+
+# Stable Hamming mAP has two CPU implementations (torch sort, fused numba kernel): test both.
+BACKENDS = ["torch", pytest.param("fused", marks=pytest.mark.skipif(not fused.available(), reason="numba not installed"))]
 
 
 def random_problem(seed: int, n_query=25, n_retrieval=300, bits=6, n_labels=5, label_rate=0.15):
@@ -43,10 +50,11 @@ HAND_RL = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 0], [1, 0, 0]], dtyp
 HAND = (HAND_Q, HAND_R, HAND_QL, HAND_RL)
 
 
-def test_hand_example_map_stable_and_tie_aware():
-    ap = metrics.mean_average_precision(*HAND, per_query=True)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hand_example_map_stable_and_tie_aware(backend):
+    ap = metrics.mean_average_precision(*HAND, per_query=True, backend=backend)
     assert ap.tolist() == pytest.approx([53 / 90, 0.0, 1 / 4], abs=1e-15)
-    assert float(metrics.mean_average_precision(*HAND)) == pytest.approx((53 / 90 + 1 / 4) / 3, abs=1e-15)
+    assert float(metrics.mean_average_precision(*HAND, backend=backend)) == pytest.approx((53 / 90 + 1 / 4) / 3, abs=1e-15)
     tie = metrics.mean_average_precision(*HAND, per_query=True, ties="tie-aware")
     assert tie.tolist() == pytest.approx([29 / 45, 0.0, 9 / 40], abs=1e-15)
 
@@ -101,19 +109,71 @@ def test_stable_map_equals_reference(seed, chunk_size):
     problem = random_problem(seed)
     expected = ref.reference_average_precisions(*problem)
     assert (expected == 0).any() and (expected > 0).any()  # zero-relevance queries are exercised
-    got = metrics.mean_average_precision(*problem, per_query=True, chunk_size=chunk_size).numpy()
+    got = metrics.mean_average_precision(*problem, per_query=True, chunk_size=chunk_size, backend="torch").numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13)
     assert float(metrics.mean_average_precision(*problem)) == pytest.approx(expected.mean(), abs=1e-13)
 
 
-def test_stable_map_equals_reference_on_the_wide_key_path():
+@pytest.mark.skipif(not fused.available(), reason="numba not installed")
+@pytest.mark.parametrize("shape", [
+    (25, 300, 6, 5),      # heavy ties; 25 queries: the last group of four is partial
+    (4, 1000, 64, 64),    # one code word, one label word: the four-query kernel
+    (3, 700, 65, 65),     # two code words and two label words: the general kernel
+    (1, 50, 1, 1),        # a single query, a single bit
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_stable_map_equals_reference(shape, threads):
+    n_query, n_retrieval, bits, n_labels = shape
+    q, r, ql, rl = random_problem(21, n_query, n_retrieval, bits, n_labels, label_rate=0.05)
+    r[10:40] = r[3]  # a block of exact ties
+    expected = ref.reference_average_precisions(q, r, ql, rl)
+    got = fused.stable_average_precisions(*(torch.from_numpy(x) for x in (q, r, ql, rl)), threads).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13)
+
+
+def test_backend_auto_falls_back_and_fused_refuses_what_it_cannot_do():
+    problem = random_problem(4)
+    torch_tie = metrics.mean_average_precision(*problem, ties="tie-aware", backend="torch")
+    assert float(metrics.mean_average_precision(*problem, ties="tie-aware")) == float(torch_tie)  # auto -> torch
+    with pytest.raises(ValueError, match="backend='fused' cannot be used: it computes stable-tie Hamming mAP only"):
+        metrics.mean_average_precision(*problem, ties="tie-aware", backend="fused")
+    with pytest.raises(ValueError, match="backend must be 'auto', 'torch' or 'fused'"):
+        metrics.mean_average_precision(*problem, backend="numba")
+
+
+def test_without_numba_auto_uses_torch_and_fused_says_why():
+    # A fresh interpreter in which `import numba` fails, as on an install without it.
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import numpy as np, metrics\n"
+        "from metrics import fused\n"
+        "q = np.array([[1., -1.], [1., 1.]]); r = np.array([[1., 1.], [-1., 1.], [1., -1.]])\n"
+        "ql = np.array([[1., 0.], [0., 1.]]); rl = np.array([[1., 0.], [0., 1.], [1., 0.]])\n"
+        "assert not fused.available()\n"
+        "print(float(metrics.mean_average_precision(q, r, ql, rl)))\n"
+        "try:\n"
+        "    metrics.mean_average_precision(q, r, ql, rl, backend='fused')\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    value, message = done.stdout.strip().splitlines()
+    # q0 ranks r2 (relevant, d=0), r0 (relevant, d=1), r1: AP 1. q1 ranks r0 (d=0), then its only
+    # relevant item r1 (d=1): AP 1/2. mAP 3/4.
+    assert float(value) == 0.75
+    assert message == "backend='fused' cannot be used: numba is not installed"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stable_map_equals_reference_on_the_wide_key_path(backend):
     # (bits + 2) * n >= 2^24 takes the integer-key path instead of the exact float32 addmm.
     rng = np.random.default_rng(3)
     q = np.where(rng.random((3, 2048)) < 0.5, 1.0, -1.0).astype(np.float32)
     r = np.where(rng.random((8200, 2048)) < 0.5, 1.0, -1.0).astype(np.float32)
     r[4000:4100] = r[0]  # a block of exact ties
     ql, rl = np.eye(4)[[0, 1, 2]], np.eye(4)[rng.integers(0, 4, 8200)]
-    np.testing.assert_allclose(metrics.mean_average_precision(q, r, ql, rl, per_query=True).numpy(),
+    np.testing.assert_allclose(metrics.mean_average_precision(q, r, ql, rl, per_query=True, backend=backend).numpy(),
                                ref.reference_average_precisions(q, r, ql, rl), rtol=0, atol=1e-13)
 
 
@@ -172,13 +232,15 @@ def test_evaluate_hashing_matches_the_single_metric_functions(chunk_size):
     np.testing.assert_allclose(per_query["map_tie_aware"], ref.reference_tie_aware_average_precisions(*problem), rtol=0, atol=1e-12)
 
 
-def test_integer_class_labels_mean_same_class():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_integer_class_labels_mean_same_class(backend):
     rng = np.random.default_rng(9)
     q, r, _, _ = random_problem(9)
-    q_class, r_class = rng.integers(0, 4, len(q)), rng.integers(0, 4, len(r))
+    q_class, r_class = rng.integers(0, 4, len(q)) * 1000 - 7, rng.integers(0, 4, len(r)) * 1000 - 7  # any integers
     onehot = np.eye(4)
-    np.testing.assert_allclose(metrics.mean_average_precision(q, r, q_class, r_class, per_query=True),
-                               metrics.mean_average_precision(q, r, onehot[q_class], onehot[r_class], per_query=True))
+    np.testing.assert_allclose(metrics.mean_average_precision(q, r, q_class, r_class, per_query=True, backend=backend),
+                               ref.reference_average_precisions(q, r, onehot[(q_class + 7) // 1000], onehot[(r_class + 7) // 1000]),
+                               rtol=0, atol=1e-13)
 
 
 # ---- properties of tie handling ---------------------------------------------------------------
@@ -223,11 +285,12 @@ def test_tie_aware_matches_monte_carlo_over_seeded_permutations():
     assert abs(np.mean(runs) - tie) < 5 * standard_error + 1e-12
 
 
-def test_permutation_seed_is_the_reference_on_the_permuted_database():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_permutation_seed_is_the_reference_on_the_permuted_database(backend):
     q, r, ql, rl = random_problem(12)
     perm = torch.randperm(len(r), generator=torch.Generator().manual_seed(5)).numpy()
     expected = ref.reference_average_precisions(q, r[perm], ql, rl[perm])
-    got = metrics.mean_average_precision(q, r, ql, rl, per_query=True, permutation_seed=5).numpy()
+    got = metrics.mean_average_precision(q, r, ql, rl, per_query=True, permutation_seed=5, backend=backend).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13)
 
 
