@@ -398,3 +398,6 @@ def test_cuda_gives_the_cpu_numbers():
     cpu = metrics.evaluate_hashing(*problem, map_ks=(50,), precision_ks=(10,))
     cuda = metrics.evaluate_hashing(*[x.cuda() for x in problem], map_ks=(50,), precision_ks=(10,))
     assert cuda == pytest.approx(cpu, abs=1e-12, nan_ok=True)
+    # CUDA's torch sort path against the CPU default (the fused kernel where numba is installed).
+    per_query_cuda = metrics.mean_average_precision(*[x.cuda() for x in problem], per_query=True).cpu().numpy()
+    np.testing.assert_allclose(per_query_cuda, metrics.mean_average_precision(*problem, per_query=True).numpy(), rtol=0, atol=1e-13)
