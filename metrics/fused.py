@@ -22,6 +22,7 @@ path, which is also the CUDA path.
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 import torch
@@ -30,6 +31,8 @@ import torch
 COUNT_BITS = 24
 MAX_ITEMS = 1 << COUNT_BITS
 _MAX_DISTANCE = 1 << 15
+# numba's default "workqueue" threading layer must not be entered by two threads at once.
+_LAUNCH = threading.Lock()
 # Label words beyond this (e.g. thousands of instance ids) make the AND loop the bottleneck.
 _MAX_LABEL_WORDS = 8
 
@@ -87,12 +90,13 @@ def stable_average_precisions(query: torch.Tensor, retrieval: torch.Tensor, quer
     # Several blocks per thread so an unlucky block does not leave a thread idle at the end.
     n_blocks = max(1, min(n_q, 8 * threads))
     kernel = kernels.one_word if qc.shape[1] == 1 and ql.shape[1] == 1 else kernels.any_words
-    previous = kernels.numba.get_num_threads()
-    kernels.numba.set_num_threads(threads)
-    try:
-        kernel(qc, rc, ql, rl, query.shape[1] + 1, n_blocks, inverse_positions, out)
-    finally:
-        kernels.numba.set_num_threads(previous)
+    with _LAUNCH:
+        previous = kernels.numba.get_num_threads()
+        kernels.numba.set_num_threads(threads)
+        try:
+            kernel(qc, rc, ql, rl, query.shape[1] + 1, n_blocks, inverse_positions, out)
+        finally:
+            kernels.numba.set_num_threads(previous)
     return torch.from_numpy(out)
 
 

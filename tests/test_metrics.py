@@ -131,6 +131,17 @@ def test_fused_stable_map_equals_reference(shape, threads):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13)
 
 
+@pytest.mark.skipif(not fused.available(), reason="numba not installed")
+def test_fused_from_several_python_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    problem = random_problem(22, n_query=40, n_retrieval=3000, bits=32)
+    expected = float(metrics.mean_average_precision(*problem, backend="torch"))
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: float(metrics.mean_average_precision(*problem, backend="fused")), range(12)))
+    assert got == pytest.approx([expected] * 12, abs=1e-13)
+
+
 def test_backend_auto_falls_back_and_fused_refuses_what_it_cannot_do():
     problem = random_problem(4)
     torch_tie = metrics.mean_average_precision(*problem, ties="tie-aware", backend="torch")
