@@ -49,7 +49,7 @@ class SAMConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     batch_size: int = 100
-    epochs: int = 12
+    epochs: int = 10
     eval_every: int = 1
     patience: int = 4
     # Margins (METHODS.md SAM): "adaptive" = (A) statistics-driven, "learned" = (B), "fixed" = CosFace.
@@ -186,7 +186,7 @@ class SAM(HashingMethod):
     """Subspace adaptive margin: DSCMR backbone, proxies, class attention, adaptive margins, hash head."""
 
     Config = SAMConfig
-    version = "1"
+    version = "2"  # 2: 10 epochs (was 12)
 
     @classmethod
     def search_space(cls, trial):
