@@ -60,7 +60,7 @@ def run_one(data, dataset: str, method: str, bits: int, seed: int, device: str) 
 
 def summarize(rows: pd.DataFrame) -> str:
     """Return the markdown report: per dataset a table (mean ± std over seeds, best marked),
-    the mean fit time per method, and SAM's margin over the best baseline per column and overall."""
+    the mean fit time per method and bit length and the slowest fit, and SAM's margin over the best baseline per column and overall."""
     out = []
     for dataset, part in rows.groupby("dataset", sort=False):
         out.append(f"## {dataset}\n")
@@ -72,7 +72,8 @@ def summarize(rows: pd.DataFrame) -> str:
                 vals = part[(part.method == m) & (part.bits == b)][f"map_{d}"].to_numpy()
                 stats[m, d, b] = (vals.mean(), vals.std(ddof=1) if len(vals) > 1 else 0.0, len(vals)) if len(vals) else None
         best = {(d, b): max((m for m in names if stats[m, d, b]), key=lambda m: stats[m, d, b][0]) for d, b in cols}
-        header = ["method"] + [f"{'I→T' if d == 'i2t' else 'T→I'} {b}" for d, b in cols] + ["mean", "fit s (mean)"]
+        header = (["method"] + [f"{'I→T' if d == 'i2t' else 'T→I'} {b}" for d, b in cols] + ["mean"]
+                  + [f"fit s {b}" for b in sorted(part.bits.unique())] + ["fit s max"])
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
         for m in names:
@@ -82,8 +83,10 @@ def summarize(rows: pd.DataFrame) -> str:
                 text = "—" if st is None else f"{st[0]:.4f} ± {st[1]:.4f}"
                 cells.append(f"**{text}** *" if best[d, b] == m else text)
             means = [stats[m, d, b][0] for d, b in cols if stats[m, d, b]]
-            fit = part[part.method == m].fit_seconds.mean()
-            out.append(f"| {m} | " + " | ".join(cells) + f" | {np.mean(means):.4f} | {fit:.1f} |")
+            fits = part[part.method == m]
+            fit_cells = [f"{fits[fits.bits == b].fit_seconds.mean():.1f}" for b in sorted(part.bits.unique())]
+            out.append(f"| {m} | " + " | ".join(cells + [f"{np.mean(means):.4f}"] + fit_cells)
+                       + f" | {fits.fit_seconds.max():.1f} |")
         if PROPOSED in names and any(m in names for m in BASELINES):
             margins = []
             for d, b in cols:
