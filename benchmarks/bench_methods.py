@@ -1,7 +1,7 @@
 """Method benchmark: mAP (I→T, T→I) and training time per method, bits and seed, SAM vs the best baseline.
 
     python -m benchmarks.bench_methods                        # wiki + synthetic-mirflickr, 16/32/64 bits, seeds 0-2
-    python -m benchmarks.bench_methods --device cuda --output benchmarks/results/methods_cuda
+    python -m benchmarks.bench_methods --device cuda          # to benchmarks/results/methods_cuda.*
     python -m benchmarks.bench_methods --timing               # one 32-bit fit per method on synthetic-mirflickr
 
 Rows are appended to <output>.jsonl as they finish and skipped when present, so a killed run
@@ -111,15 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bits", nargs="+", type=int, default=[16, 32, 64])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--output", default=str(RESULTS / "methods"), help="path stem for .jsonl and .md (default: %(default)s)")
+    parser.add_argument("--output", help="path stem for .jsonl and .md (default: benchmarks/results/methods_<device type>)")
     parser.add_argument("--timing", action="store_true", help="only one 32-bit seed-0 fit per method on synthetic-mirflickr")
     parser.add_argument("--fresh", action="store_true", help="ignore rows already in the .jsonl")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.timing:
         args.datasets, args.bits, args.seeds = ["synthetic-mirflickr"], [32], [0]
-        if args.output == str(RESULTS / "methods"):
-            args.output = str(RESULTS / "methods_timing")
+    if args.output is None:
+        device_type = args.device.split(":")[0]
+        args.output = str(RESULTS / (f"methods_{device_type}" + ("_timing" if args.timing else "")))
     for m in args.methods:
         methods.get(m)
     jsonl, md = Path(args.output + ".jsonl"), Path(args.output + ".md")
