@@ -383,6 +383,8 @@ def _use_fused(inputs: _Inputs, ties: str, backend: str) -> bool:
         reasons.append("it computes stable-tie Hamming mAP only")
     if inputs.device.type != "cpu":
         reasons.append(f"it runs on CPU, the codes are on {inputs.device}")
+    if reasons and backend == "auto":
+        return False  # without importing numba
     if not fused.available():
         reasons.append("numba is not installed")
     elif not reasons and not fused.supports(inputs.n_retrieval, inputs.bits,
