@@ -284,6 +284,13 @@ NOTES = """## How stable mAP@all gets its speed on CPU, and what was tried
   generic word loops instead of the one-word kernel 130 ms; float division per relevant item
   replaced by a reciprocal table. Four queries per pass kept for the one-word kernel (2, 4 and 8
   were within noise of each other).
+- Where it stands (quiet 2-core VM, best of 5): at MIRFlickr size the fused kernel takes ~0.64x
+  the popcount floor with 2 threads and ~1.1x with 1; against the single-threaded reference that
+  is ~47x and ~27x, so the 50x target is missed by a few ms at this size (it is met at NUS-WIDE
+  size, ~58x). The kernel alone scales 2x with threads (68 -> 35 ms); the rest is input checks,
+  bit packing (~5 ms) and waking the thread pool. numba's set_num_threads costs ~10 ms per call
+  with the OpenMP layer, so it is only called when the count changes. Timings on this VM vary by
+  +-20 % between runs (noisy neighbours), hence best of 5.
 - Tie-aware mAP needs only per-query (distance, relevant) counts: one addmm, one bincount, no
   sort; it meets its target (<= 5x the floor). Folding the labels into the addmm (bins by shared
   labels) to skip the relevance pass was slower (longer matmul).
