@@ -56,8 +56,9 @@ def finish(counts, record, n_relevant, inverse_positions, out, query):
 
 
 @numba.njit(inline="always")
-def share(a, b):
-    return u64(1) if (a & b) != u64(0) else u64(0)
+def nonzero(x):
+    """1 if any bit of x is set, else 0 (as uint64): "the label masks share a label"."""
+    return u64(1) if x != u64(0) else u64(0)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -78,10 +79,10 @@ def one_word(qc, rc, ql, rl, n_distances, n_blocks, inverse_positions, out):
             n0 = n1 = n2 = n3 = u64(0)
             for j in range(n_r):
                 code, labels = rc[j, 0], rl[j, 0]
-                n0 = visit(popcount(c0 ^ code), share(l0, labels), counts[0], record[0], n0)
-                n1 = visit(popcount(c1 ^ code), share(l1, labels), counts[1], record[1], n1)
-                n2 = visit(popcount(c2 ^ code), share(l2, labels), counts[2], record[2], n2)
-                n3 = visit(popcount(c3 ^ code), share(l3, labels), counts[3], record[3], n3)
+                n0 = visit(popcount(c0 ^ code), nonzero(l0 & labels), counts[0], record[0], n0)
+                n1 = visit(popcount(c1 ^ code), nonzero(l1 & labels), counts[1], record[1], n1)
+                n2 = visit(popcount(c2 ^ code), nonzero(l2 & labels), counts[2], record[2], n2)
+                n3 = visit(popcount(c3 ^ code), nonzero(l3 & labels), counts[3], record[3], n3)
             finish(counts[0], record[0], n0, inverse_positions, out, i0)
             if first + 1 < n_q:
                 finish(counts[1], record[1], n1, inverse_positions, out, i1)
@@ -108,5 +109,5 @@ def any_words(qc, rc, ql, rl, n_distances, n_blocks, inverse_positions, out):
                 shared = u64(0)
                 for w in range(ql.shape[1]):
                     shared |= ql[i, w] & rl[j, w]
-                n_relevant = visit(distance, share(shared, shared), counts, record, n_relevant)
+                n_relevant = visit(distance, nonzero(shared), counts, record, n_relevant)
             finish(counts, record, n_relevant, inverse_positions, out, i)

@@ -48,8 +48,7 @@ class _Inputs:
     query_labels: torch.Tensor  # float32 (n_q, L) multi-hot, or int64 (n_q,) ids
     retrieval_labels: torch.Tensor
     metric: str  # "hamming" or "cosine"
-    query_words: torch.Tensor | None = None  # int32 (n_q, W): multi-hot labels as bit masks
-    retrieval_words: torch.Tensor | None = None
+    _label_words: tuple[torch.Tensor, torch.Tensor] | None = None
     _inverse_positions: torch.Tensor | None = None
     _buffers: dict = field(default_factory=dict)
 
@@ -73,6 +72,14 @@ class _Inputs:
             n = self.n_retrieval
             self._inverse_positions = 1.0 / torch.arange(1, n + 1, device=self.device, dtype=torch.float64)
         return self._inverse_positions
+
+    @property
+    def label_words(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multi-hot labels as int32 bit masks (query (n_q, W), retrieval (n_r, W)), computed
+        on first use (the fused stable-mAP path never needs them)."""
+        if self._label_words is None:
+            self._label_words = _label_words(self.query_labels), _label_words(self.retrieval_labels)
+        return self._label_words
 
     @property
     def bits(self) -> int:
@@ -138,10 +145,7 @@ def _prepare(query_codes, retrieval_codes, query_labels, retrieval_labels, metri
         generator = torch.Generator().manual_seed(int(permutation_seed))
         perm = torch.randperm(retrieval.shape[0], generator=generator).to(device)
         retrieval, rl = retrieval[perm], rl[perm]
-    inputs = _Inputs(query, retrieval, ql, rl, metric)
-    if ql.ndim == 2:
-        inputs.query_words, inputs.retrieval_words = _label_words(ql), _label_words(rl)
-    return inputs
+    return _Inputs(query, retrieval, ql, rl, metric)
 
 
 _BITS_PER_WORD = 31  # int32 words; bit 31 left alone so packing never overflows
@@ -175,9 +179,10 @@ def _relevance(inputs: _Inputs, rows: slice) -> torch.Tensor:
     """
     n_rows = rows.stop - rows.start
     relevant = inputs.buffer("relevant", n_rows, torch.int32)
-    if inputs.query_words is None:
+    if inputs.query_labels.ndim == 1:
         return relevant.copy_(inputs.query_labels[rows, None] == inputs.retrieval_labels[None, :])
-    query_words, retrieval_words = inputs.query_words[rows], inputs.retrieval_words
+    query_words, retrieval_words = inputs.label_words
+    query_words = query_words[rows]
     torch.bitwise_and(query_words[:, None, 0], retrieval_words[None, :, 0], out=relevant)
     for w in range(1, query_words.shape[1]):
         relevant |= query_words[:, None, w] & retrieval_words[None, :, w]
