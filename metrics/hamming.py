@@ -29,19 +29,30 @@ def as_pm1(codes: torch.Tensor, name: str = "codes") -> torch.Tensor:
         return codes.to(torch.float32) * 2 - 1
     if codes.is_complex():
         raise ValueError(f"{name} must be real ±1 or 0/1 codes, got dtype {codes.dtype}")
-    # Two elementwise checks instead of torch.unique: no sort over (n x bits) entries.
-    is_one = codes == 1
-    if bool((is_one | (codes == -1)).all()):
-        return codes.to(torch.float32)
-    if bool((is_one | (codes == 0)).all()):
-        return codes.to(torch.float32) * 2 - 1
-    bad = codes[~(is_one | (codes == -1) | (codes == 0))]
-    if bad.numel() == 0:
-        raise ValueError(
-            f"{name} mixes -1, 0 and +1 (the sign(0) bug of torch.sign / np.sign); "
-            "expected all ±1 or all 0/1: binarize real values with metrics.binarize (0 -> +1)"
-        )
+    # One aminmax pass, then one membership pass (numpy on CPU: several times faster than
+    # torch's bool-producing comparisons); validation was a tenth of the fused mAP's time.
+    low, high = (float(v) for v in torch.aminmax(codes))  # NaN shows up in both
+    if -1 <= low and high <= 1:
+        if _only(codes, (-1, 1)):
+            return codes.to(torch.float32)
+        if low >= 0 and _only(codes, (0, 1)):
+            return codes.to(torch.float32) * 2 - 1
+        if _only(codes, (-1, 0, 1)):
+            raise ValueError(
+                f"{name} mixes -1, 0 and +1 (the sign(0) bug of torch.sign / np.sign); "
+                "expected all ±1 or all 0/1: binarize real values with metrics.binarize (0 -> +1)"
+            )
+    bad = codes[(codes != 1) & (codes != -1) & (codes != 0)]
     raise ValueError(f"{name} must contain only ±1 (or only 0/1) values, found e.g. {bad[:5].tolist()}")
+
+
+def _only(codes: torch.Tensor, values: tuple[int, ...]) -> bool:
+    """True when every entry of `codes` equals one of `values`."""
+    x = codes.detach().numpy() if codes.device.type == "cpu" else codes
+    hit = x == values[0]
+    for value in values[1:]:
+        hit |= x == value
+    return bool(hit.all())
 
 
 def hamming_distance(query: torch.Tensor, retrieval: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,8 @@ def _as_labels(labels, name: str, n_rows: int, rows_name: str, device: torch.dev
     if labels.shape[1] == 0:
         raise ValueError(f"{name} has 0 label columns; expected multi-hot rows with at least one column")
     labels = labels.to(torch.float32)
-    if not bool(torch.isfinite(labels).all()) or bool((labels < 0).any()):
+    low, high = torch.aminmax(labels)  # one pass; NaN makes both NaN, so the check fails
+    if not (float(low) >= 0 and float(high) < float("inf")):
         raise ValueError(f"{name} must be non-negative multi-hot (0/1) labels, found negative or non-finite entries")
     return labels
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +151,24 @@ def test_backend_auto_falls_back_and_fused_refuses_what_it_cannot_do():
         metrics.mean_average_precision(*problem, ties="tie-aware", backend="fused")
     with pytest.raises(ValueError, match="backend must be 'auto', 'torch' or 'fused'"):
         metrics.mean_average_precision(*problem, backend="numba")
+
+
+@pytest.mark.skipif(not fused.available() or (os.cpu_count() or 1) < 2,
+                    reason="needs numba and 2+ cores (with one core the OpenMP default is already 1)")
+def test_fused_call_leaves_torchs_thread_count_as_the_caller_set_it():
+    # Starting numba's OpenMP pool resets the libgomp thread count that torch reports; the first
+    # fused call in a process used to turn torch.set_num_threads(1) into 2.
+    code = (
+        "import torch, numpy as np, metrics\n"
+        "torch.set_num_threads(1)\n"
+        "q = np.array([[1., -1.], [1., 1.]]); r = np.array([[1., 1.], [-1., 1.], [1., -1.]])\n"
+        "ql = np.array([[1., 0.], [0., 1.]]); rl = np.array([[1., 0.], [0., 1.], [1., 0.]])\n"
+        "metrics.mean_average_precision(q, r, ql, rl, backend='fused')\n"
+        "print(torch.get_num_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
 
 
 def test_without_numba_auto_uses_torch_and_fused_says_why():
@@ -323,6 +342,30 @@ def test_zero_one_and_bool_codes_equal_pm1_codes():
     assert metrics.hamming_distance(metrics.as_pm1(q), metrics.as_pm1(r)).dtype == torch.int32
 
 
+CODE_VALUE_SETS = [(1,), (-1,), (0,), (0, 1), (-1, 1), (-1, 0), (-1, 0, 1), (0.5, 1), (-1, 2),
+                   (float("nan"), 1), (float("inf"), -1), (1, 0, 0.25)]
+
+
+@pytest.mark.parametrize("values, dtype", [
+    (values, dtype) for values in CODE_VALUE_SETS for dtype in (torch.float32, torch.float64, torch.int64, torch.int8)
+    if dtype.is_floating_point or all(float(v).is_integer() for v in values)])
+def test_as_pm1_accepts_exactly_the_documented_value_sets(values, dtype):
+    # The rule, stated on Python sets: ±1 if every entry is ±1, else 0/1 if every entry is 0 or 1
+    # (so all-ones reads as ±1), else a sign(0) error if within {-1, 0, 1}, else a bad-value error.
+    codes = torch.tensor([values[i % len(values)] for i in range(12)], dtype=torch.float64).reshape(3, 4).to(dtype)
+    seen = set(codes.flatten().tolist())
+    if seen <= {-1, 1}:
+        assert torch.equal(metrics.as_pm1(codes), codes.to(torch.float32))
+    elif seen <= {0, 1}:
+        assert torch.equal(metrics.as_pm1(codes), codes.to(torch.float32) * 2 - 1)
+    elif seen <= {-1, 0, 1}:
+        with pytest.raises(ValueError, match=r"codes mixes -1, 0 and \+1"):
+            metrics.as_pm1(codes)
+    else:
+        with pytest.raises(ValueError, match=r"codes must contain only ±1 \(or only 0/1\) values, found e.g."):
+            metrics.as_pm1(codes)
+
+
 # ---- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize("change, message", [
     (lambda a: {**a, "retrieval_codes": a["retrieval_codes"][:, :3]}, r"query_codes have 6 bits but retrieval_codes have 3"),
@@ -332,6 +375,8 @@ def test_zero_one_and_bool_codes_equal_pm1_codes():
     (lambda a: {**a, "query_labels": a["query_labels"][:4]}, r"query_labels has 4 rows but query_codes has 25"),
     (lambda a: {**a, "retrieval_labels": a["retrieval_labels"][:, :2]}, r"query_labels have 5 label columns but retrieval_labels have 2"),
     (lambda a: {**a, "retrieval_labels": -a["retrieval_labels"] - 1}, r"retrieval_labels must be non-negative"),
+    (lambda a: {**a, "query_labels": np.where(a["query_labels"] > 0, np.nan, 0)}, r"query_labels must be non-negative.*non-finite"),
+    (lambda a: {**a, "retrieval_labels": np.where(a["retrieval_labels"] > 0, np.inf, 0)}, r"retrieval_labels must be non-negative.*non-finite"),
     (lambda a: {**a, "query_labels": a["query_labels"][:, 0]}, r"both be multi-hot \(2-D\) or both ids \(1-D\)"),
     (lambda a: {**a, "ties": "random"}, r"ties must be 'stable' or 'tie-aware'"),
     (lambda a: {**a, "chunk_size": 0}, r"chunk_size must be a positive integer"),
