@@ -22,7 +22,7 @@ def as_pm1(codes: torch.Tensor, name: str = "codes") -> torch.Tensor:
     Accepts entries all in {-1, +1} or all in {0, 1} (bool counts as {0, 1}). A mix of -1, 0 and
     +1 is the sign(0) bug and is refused rather than guessed; use `binarize` on real values.
     """
-    codes = torch.as_tensor(codes)
+    codes = torch.as_tensor(codes).detach()  # metrics are not differentiated through
     if codes.ndim != 2 or codes.shape[0] == 0 or codes.shape[1] == 0:
         raise ValueError(f"{name} must be a non-empty 2-D (items x bits) array, got shape {tuple(codes.shape)}")
     if codes.dtype == torch.bool:
@@ -46,9 +46,13 @@ def as_pm1(codes: torch.Tensor, name: str = "codes") -> torch.Tensor:
     raise ValueError(f"{name} must contain only ±1 (or only 0/1) values, found e.g. {bad[:5].tolist()}")
 
 
+# CPU dtypes that .numpy() takes (not bfloat16 or the float8 types).
+_NUMPY_DTYPES = {torch.float16, torch.float32, torch.float64, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
+
+
 def _only(codes: torch.Tensor, values: tuple[int, ...]) -> bool:
     """True when every entry of `codes` equals one of `values`."""
-    x = codes.detach().numpy() if codes.device.type == "cpu" else codes
+    x = codes.numpy() if codes.device.type == "cpu" and codes.dtype in _NUMPY_DTYPES else codes
     hit = x == values[0]
     for value in values[1:]:
         hit |= x == value

@@ -347,7 +347,7 @@ CODE_VALUE_SETS = [(1,), (-1,), (0,), (0, 1), (-1, 1), (-1, 0), (-1, 0, 1), (0.5
 
 
 @pytest.mark.parametrize("values, dtype", [
-    (values, dtype) for values in CODE_VALUE_SETS for dtype in (torch.float32, torch.float64, torch.int64, torch.int8)
+    (values, dtype) for values in CODE_VALUE_SETS for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.int64, torch.int8)
     if dtype.is_floating_point or all(float(v).is_integer() for v in values)])
 def test_as_pm1_accepts_exactly_the_documented_value_sets(values, dtype):
     # The rule, stated on Python sets: ±1 if every entry is ±1, else 0/1 if every entry is 0 or 1
