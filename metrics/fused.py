@@ -31,7 +31,8 @@ import torch
 COUNT_BITS = 24
 MAX_ITEMS = 1 << COUNT_BITS
 _MAX_DISTANCE = 1 << 15
-# numba's default "workqueue" threading layer must not be entered by two threads at once.
+# One launch at a time: numba's "workqueue" layer (used where neither OpenMP nor TBB is found)
+# must not be entered by two threads at once, and the thread-count handling below is global.
 _LAUNCH = threading.Lock()
 # Label words beyond this (e.g. thousands of instance ids) make the AND loop the bottleneck.
 _MAX_LABEL_WORDS = 8
@@ -98,16 +99,16 @@ def stable_average_precisions(query: torch.Tensor, retrieval: torch.Tensor, quer
     else:
         kernel, arguments = kernels.any_words, (qc, rc, ql, rl)
     with _LAUNCH:
-        # Only when it changes: each set_num_threads costs ~10 ms with the OpenMP layer (a third
-        # of the kernel at MIRFlickr size). It is per calling thread, so it is left as set.
         torch_threads = torch.get_num_threads()
-        if kernels.numba.get_num_threads() != threads:
-            kernels.numba.set_num_threads(threads)
-        kernel(*arguments, query.shape[1] + 1, n_blocks, inverse_positions, out)
-        # numba's OpenMP layer shares libgomp with torch, and starting its pool (on first use)
-        # resets the OpenMP thread count that torch reports: put the caller's setting back.
-        if torch.get_num_threads() != torch_threads:
-            torch.set_num_threads(torch_threads)
+        try:
+            if kernels.numba.get_num_threads() != threads:  # numba's count is per calling thread
+                kernels.numba.set_num_threads(threads)
+            kernel(*arguments, query.shape[1] + 1, n_blocks, inverse_positions, out)
+        finally:
+            # numba's OpenMP layer shares libgomp with torch, and starting its pool (on first
+            # use) resets the OpenMP thread count that torch reports: put the caller's back.
+            if torch.get_num_threads() != torch_threads:
+                torch.set_num_threads(torch_threads)
     return torch.from_numpy(out)
 
 

@@ -29,6 +29,10 @@ def as_pm1(codes: torch.Tensor, name: str = "codes") -> torch.Tensor:
         return codes.to(torch.float32) * 2 - 1
     if codes.is_complex():
         raise ValueError(f"{name} must be real ±1 or 0/1 codes, got dtype {codes.dtype}")
+    if codes.dtype not in _SIGNED_DTYPES:
+        # Unsigned integers first: in torch, uint8 255 == -1 is true, and aminmax has no
+        # uint16/32/64 kernels; float8 has neither aminmax nor numpy.
+        codes = codes.to(torch.float32 if codes.is_floating_point() else torch.int64)
     # One aminmax pass, then one membership pass (numpy on CPU: several times faster than
     # torch's bool-producing comparisons); validation was a tenth of the fused mAP's time.
     low, high = (float(v) for v in torch.aminmax(codes))  # NaN shows up in both
@@ -46,8 +50,8 @@ def as_pm1(codes: torch.Tensor, name: str = "codes") -> torch.Tensor:
     raise ValueError(f"{name} must contain only ±1 (or only 0/1) values, found e.g. {bad[:5].tolist()}")
 
 
-# CPU dtypes that .numpy() takes (not bfloat16 or the float8 types).
-_NUMPY_DTYPES = {torch.float16, torch.float32, torch.float64, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
+_SIGNED_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int8, torch.int16, torch.int32, torch.int64}
+_NUMPY_DTYPES = _SIGNED_DTYPES - {torch.bfloat16}  # numpy has no bfloat16
 
 
 def _only(codes: torch.Tensor, values: tuple[int, ...]) -> bool:
