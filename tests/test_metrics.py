@@ -153,32 +153,40 @@ def test_backend_auto_falls_back_and_fused_refuses_what_it_cannot_do():
         metrics.mean_average_precision(*problem, backend="numba")
 
 
+# Two queries, three items, 2 bits, 2 labels: q0 ranks r2 (relevant, d=0), r0 (relevant, d=1),
+# r1: AP 1. q1 ranks r0 (d=0), then its only relevant item r1 (d=1): AP 1/2. mAP 3/4.
+TINY_PROBLEM = (
+    "q = np.array([[1., -1.], [1., 1.]]); r = np.array([[1., 1.], [-1., 1.], [1., -1.]])\n"
+    "ql = np.array([[1., 0.], [0., 1.]]); rl = np.array([[1., 0.], [0., 1.], [1., 0.]])\n"
+)
+
+
+def run_in_fresh_interpreter(code: str) -> list[str]:
+    """Run `code` in a new Python process at the repository root; return its stdout lines."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()
+
+
 @pytest.mark.skipif(not fused.available() or (os.cpu_count() or 1) < 2,
                     reason="needs numba and 2+ cores (with one core the OpenMP default is already 1)")
 def test_fused_call_leaves_torchs_thread_count_as_the_caller_set_it():
     # Starting numba's OpenMP pool resets the libgomp thread count that torch reports; the first
     # fused call in a process used to turn torch.set_num_threads(1) into 2.
-    code = (
-        "import torch, numpy as np, metrics\n"
-        "torch.set_num_threads(1)\n"
-        "q = np.array([[1., -1.], [1., 1.]]); r = np.array([[1., 1.], [-1., 1.], [1., -1.]])\n"
-        "ql = np.array([[1., 0.], [0., 1.]]); rl = np.array([[1., 0.], [0., 1.], [1., 0.]])\n"
+    lines = run_in_fresh_interpreter(
+        "import torch, numpy as np, metrics\n" "torch.set_num_threads(1)\n" + TINY_PROBLEM +
         "metrics.mean_average_precision(q, r, ql, rl, backend='fused')\n"
         "print(torch.get_num_threads())\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "1"
+    assert lines == ["1"]
 
 
 def test_without_numba_auto_uses_torch_and_fused_says_why():
     # A fresh interpreter in which `import numba` fails, as on an install without it.
-    code = (
+    value, message = run_in_fresh_interpreter(
         "import sys; sys.modules['numba'] = None\n"
         "import numpy as np, metrics\n"
-        "from metrics import fused\n"
-        "q = np.array([[1., -1.], [1., 1.]]); r = np.array([[1., 1.], [-1., 1.], [1., -1.]])\n"
-        "ql = np.array([[1., 0.], [0., 1.]]); rl = np.array([[1., 0.], [0., 1.], [1., 0.]])\n"
+        "from metrics import fused\n" + TINY_PROBLEM +
         "assert not fused.available()\n"
         "print(float(metrics.mean_average_precision(q, r, ql, rl)))\n"
         "try:\n"
@@ -186,11 +194,6 @@ def test_without_numba_auto_uses_torch_and_fused_says_why():
         "except ValueError as exc:\n"
         "    print(exc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
-    assert done.returncode == 0, done.stderr
-    value, message = done.stdout.strip().splitlines()
-    # q0 ranks r2 (relevant, d=0), r0 (relevant, d=1), r1: AP 1. q1 ranks r0 (d=0), then its only
-    # relevant item r1 (d=1): AP 1/2. mAP 3/4.
     assert float(value) == 0.75
     assert message == "backend='fused' cannot be used: numba is not installed"
 
