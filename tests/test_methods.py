@@ -185,7 +185,7 @@ def test_dcmh_batch_loss_value_and_gradient_match_paper():
     quant = sum(float(((bb[i] - o[a]) ** 2).sum()) for a, i in enumerate(idx.tolist()))
     bal = float((ow.sum(0) ** 2).sum())
     want = (like + gamma * quant + eta * bal) / (b * n)
-    assert abs(float(loss) - want) < 1e-5
+    assert abs(loss.item() - want) < 1e-5
     loss.backward()
     # The MATLAB gradient (process_DCMH.m), per batch row a: 0.5 sum_j (sigmoid(theta_aj) - S_aj) F_j
     # + 2 gamma (out_a - B_a) + 2 eta own^T 1, all over (b n).
