@@ -20,6 +20,7 @@ import numpy as np
 from .container import CrossModalData, DataError
 from .paths import resolve
 from .protocols import build_pool, make_data
+from .registry import register
 
 
 def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
@@ -75,6 +76,7 @@ def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, list, 
     return np.stack(image_rows), np.stack(text_rows), keys, {"images": len(imgs), "texts": len(txts)}
 
 
+@register("clip-jsonl")
 def load_clip_jsonl(
     root=None, path=None, *, train_split: str = "train", eval_split: str = "valid", protocol: str = "file",
     seed: int = 0, n_validation: int = 0,
@@ -99,6 +101,3 @@ def load_clip_jsonl(
                       sources, groups=groups, ids=ids,
                       info={"counts": counts, "pool_order": "(text, image) pairs of train, then eval split"})
     return make_data(pool, protocol, seed, n_validation=n_validation, allowed=("file",))
-
-
-LOADERS = {"clip-jsonl": load_clip_jsonl}

@@ -9,11 +9,13 @@ from __future__ import annotations
 from .container import CrossModalData
 from .generic import load_spec
 from .paths import resolve_file
+from .registry import register
 
 KEYS = {"image": ("XAll", "IAll", "image"), "text": ("YAll", "text"), "labels": ("LAll", "label", "labels")}
 FILES = ("MSCOCO_deep_doc2vec_data_rand.h5py", "mscoco.h5", "MSCOCO.h5", "mscoco.mat")
 
 
+@register("mscoco")
 def load_mscoco(
     root=None, path=None, *, protocol: str = "dcmh", seed: int = 0, n_query: int = 5000, n_train: int = 10000,
     n_validation: int = 0, cache: bool | None = None, cache_dir=None,
@@ -23,6 +25,3 @@ def load_mscoco(
     spec = {k: (where, v) for k, v in KEYS.items()}
     return load_spec("mscoco", spec, protocol=protocol, seed=seed, n_query=n_query, n_train=n_train,
                      n_validation=n_validation, cache=cache, cache_dir=cache_dir)
-
-
-LOADERS = {"mscoco": load_mscoco}

@@ -27,6 +27,7 @@ from .container import CrossModalData, DataError
 from .mat import ArrayFile, materialize, orient
 from .paths import resolve
 from .protocols import build_pool, make_data
+from .registry import register
 
 IMAGE_KEYS = ("image", "images", "img", "XAll", "IAll", "X")
 TEXT_KEYS = ("text", "texts", "txt", "YAll", "Y")
@@ -127,6 +128,7 @@ def read_parts(
             f.close()
 
 
+@register("generic")
 def load_generic(
     path=None, root=None, *, protocol: str | None = None, seed: int = 0, n_query: int = 2000,
     n_train: int = 10000, n_validation: int = 0, keys: Mapping[str, str] | None = None,
@@ -171,7 +173,6 @@ def load_generic(
     return make_data(pool, protocol, seed, n_validation=n_validation, allowed=allowed, **kwargs)
 
 
-LOADERS = {"generic": load_generic}
 
 
 def load_spec(

@@ -17,6 +17,7 @@ from .generic import load_spec, read_parts
 from .mat import ArrayFile
 from .paths import resolve_file
 from .protocols import build_pool, make_data
+from .registry import register
 
 FILES = ("iapr-tc12-rand.mat", "IAPR-TC12.mat", "iapr-tc12.mat", "iapr.mat")
 UCCH = {"retrieval": {"image": ("VDatabase",), "text": ("YDatabase",), "labels": ("databaseL",)},
@@ -24,6 +25,7 @@ UCCH = {"retrieval": {"image": ("VDatabase",), "text": ("YDatabase",), "labels":
 ALL_KEYS = {"image": ("XAll", "IAll", "image"), "text": ("YAll", "text"), "labels": ("LAll", "label", "labels")}
 
 
+@register("iapr-tc12")
 def load_iapr(
     root=None, path=None, *, protocol: str | None = None, seed: int = 0, n_query: int = 2000, n_train: int = 10000,
     n_validation: int = 0, cache: bool | None = None, cache_dir=None,
@@ -43,6 +45,3 @@ def load_iapr(
     protocol = protocol or "file"
     kwargs = {"n_query": n_query, "n_train": n_train} if protocol in ("dcmh", "ucch") else {"n_train": n_train}
     return make_data(pool, protocol, seed, n_validation=n_validation, allowed=("file", "dcmh", "ucch"), **kwargs)
-
-
-LOADERS = {"iapr-tc12": load_iapr}

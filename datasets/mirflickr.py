@@ -21,6 +21,7 @@ import numpy as np
 from .container import CrossModalData, DataError
 from .generic import load_spec, read_fields
 from .paths import resolve
+from .registry import register
 
 SINGLE_FILES = ("FLICKR-25K.mat", "mirflickr25k.mat")
 IMAGE_FILES = (("mirflickr25k-xall-vgg.mat", ("XAll",)), ("mirflickr25k-iall-vgg.mat", ("XAll", "IAll")),
@@ -75,6 +76,7 @@ def read_labels_text(root=None, path=None) -> tuple[np.ndarray, np.ndarray, dict
     return labels, np.asarray(arrays["text"]), sources
 
 
+@register("mirflickr25k")
 def load_mirflickr25k(
     root=None, path=None, *, protocol: str = "dcmh", seed: int = 0, n_query: int = 2000, n_train: int = 10000,
     n_validation: int = 0, image_path=None, cache: bool | None = None, cache_dir=None,
@@ -85,6 +87,3 @@ def load_mirflickr25k(
         "mirflickr25k", spec_for(where, image_path), protocol=protocol, seed=seed, n_query=n_query,
         n_train=n_train, n_validation=n_validation, cache=cache, cache_dir=cache_dir,
     )
-
-
-LOADERS = {"mirflickr25k": load_mirflickr25k}

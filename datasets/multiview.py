@@ -15,6 +15,7 @@ import numpy as np
 from .container import CrossModalData, DataError
 from .paths import resolve
 from .protocols import build_pool, make_data
+from .registry import register
 
 VIEWS = ("fac", "fou", "kar", "mor", "pix", "zer")
 
@@ -48,6 +49,7 @@ def read_views(root=None, path=None, views=VIEWS) -> tuple[dict[str, np.ndarray]
     return feats, labels
 
 
+@register("uci-mfeat")
 def load_mfeat(
     root=None, path=None, *, image_view: str = "pix", text_view: str = "fou", protocol: str = "dcmh",
     seed: int = 0, n_query: int = 400, n_train: int = 1000, n_validation: int = 0,
@@ -65,6 +67,3 @@ def load_mfeat(
         info={"views": [image_view, text_view], "pool_order": "CSV row order (sorted by digit)"},
     )
     return make_data(pool, protocol, seed, n_query=n_query, n_train=n_train, n_validation=n_validation)
-
-
-LOADERS = {"uci-mfeat": load_mfeat}

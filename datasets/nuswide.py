@@ -18,6 +18,7 @@ from pathlib import Path
 from .container import CrossModalData, DataError
 from .generic import load_spec
 from .paths import resolve
+from .registry import register
 
 TC21_FILE = "NUS-WIDE-TC21.mat"
 TC21_KEYS = {"image": ("image", "XAll", "IAll"), "text": ("text", "YAll"), "labels": ("label", "LAll")}
@@ -37,6 +38,7 @@ def _tc10_spec(where: Path, image_path=None) -> dict:
     return spec
 
 
+@register("nus-wide-tc21")
 def load_tc21(
     root=None, path=None, *, protocol: str = "dcmh", seed: int = 0, n_query: int = 2100, n_train: int = 10500,
     n_validation: int = 0, cache: bool | None = None, cache_dir=None,
@@ -49,6 +51,7 @@ def load_tc21(
                      n_validation=n_validation, cache=cache, cache_dir=cache_dir)
 
 
+@register("nus-wide-tc10")
 def load_tc10(
     root=None, path=None, *, protocol: str = "dcmh", seed: int = 0, n_query: int = 2100, n_train: int = 10500,
     n_validation: int = 0, image_path=None, cache: bool | None = None, cache_dir=None,
@@ -58,6 +61,3 @@ def load_tc10(
     spec = _tc10_spec(where if where.is_dir() else where.parent, image_path)
     return load_spec("nus-wide-tc10", spec, protocol=protocol, seed=seed, n_query=n_query, n_train=n_train,
                      n_validation=n_validation, cache=cache, cache_dir=cache_dir)
-
-
-LOADERS = {"nus-wide-tc21": load_tc21, "nus-wide-tc10": load_tc10}

@@ -15,6 +15,7 @@ from .container import CrossModalData, DataError
 from .generic import read_parts
 from .paths import resolve
 from .protocols import build_pool, make_data
+from .registry import register
 
 FIELDS = {"image": "img", "text": "txt", "labels": "img_lab"}
 
@@ -35,6 +36,7 @@ def _locate(where: Path, part: str) -> dict | None:
     return out
 
 
+@register("pascal-sentences")
 def load_pascal(
     root=None, path=None, *, protocol: str = "dscmr", seed: int = 0, n_validation: int = 0,
 ) -> CrossModalData:
@@ -65,6 +67,3 @@ def _has(file: Path, key: str) -> bool:
 
     with ArrayFile(file) as f:
         return key in f
-
-
-LOADERS = {"pascal-sentences": load_pascal}

@@ -1,50 +1,36 @@
-"""A small name -> object registry shared by datasets and methods (timm-style decorators)."""
+"""The data-set registry: loaders registered by name with `@register("name")`, and loading by name."""
 from __future__ import annotations
 
-import difflib
-from typing import Callable, Generic, TypeVar
+import inspect
+from typing import Any, Callable
 
-T = TypeVar("T")
+from registry import Registry
+
+from .container import CrossModalData, DataError
+
+DATASETS: Registry[Callable[..., CrossModalData]] = Registry("dataset")
+register = DATASETS.register
+available = DATASETS.available
 
 
-class UnknownNameError(ValueError):
-    """Raised for a name that no entry of a registry carries; the message lists the known names."""
+def get_loader(name: str) -> Callable[..., CrossModalData]:
+    """Return the loader function registered as `name` (UnknownNameError lists known names)."""
+    return DATASETS.get(name)
 
 
-class Registry(Generic[T]):
-    """Maps names to registered objects; `kind` names what is registered in error messages."""
+def check_options(name: str, opts: dict[str, Any]) -> None:
+    """Raise DataError if `opts` names an option that loader `name` does not accept."""
+    loader = DATASETS.get(name)
+    params = inspect.signature(loader).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return  # the loader checks its own open-ended options (the synthetic presets do)
+    accepted = [p for p in params if not p.startswith("_")]
+    unknown = sorted(set(opts) - set(accepted))
+    if unknown:
+        raise DataError(f"{name}: unknown option(s) {unknown}; accepted: {', '.join(accepted)}")
 
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._entries: dict[str, T] = {}
 
-    def register(self, name: str) -> Callable[[T], T]:
-        """Return a decorator that registers its argument under `name` (lower-case, unique)."""
-        if not name or name != name.lower():
-            raise ValueError(f"{self.kind} name {name!r} must be non-empty and lower-case")
-
-        def decorator(obj: T) -> T:
-            if name in self._entries and self._entries[name] is not obj:
-                raise ValueError(f"{self.kind} {name!r} is already registered")
-            self._entries[name] = obj
-            return obj
-
-        return decorator
-
-    def get(self, name: str) -> T:
-        """Return the entry for `name`, or raise UnknownNameError listing what is accepted."""
-        try:
-            return self._entries[name]
-        except (KeyError, TypeError):
-            close = difflib.get_close_matches(str(name), self._entries, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownNameError(
-                f"unknown {self.kind} {name!r}; known: {', '.join(self.available())}.{hint}"
-            ) from None
-
-    def available(self) -> list[str]:
-        """Return the registered names, sorted."""
-        return sorted(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
+def load(name: str, **opts: Any) -> CrossModalData:
+    """Load data set `name` with loader options `opts`; returns a validated CrossModalData."""
+    check_options(name, opts)
+    return DATASETS.get(name)(**opts)

@@ -22,6 +22,7 @@ import numpy as np
 from .container import CrossModalData, DataError
 from .paths import resolve
 from .protocols import build_pool, make_data
+from .registry import register
 
 
 def read_split(folder: Path, split: str, captions_per_image: int = 5) -> tuple[np.ndarray, list[str], int]:
@@ -55,6 +56,7 @@ def read_split(folder: Path, split: str, captions_per_image: int = 5) -> tuple[n
     return np.asarray(ims), caps, k
 
 
+@register("scan")
 def load_scan(
     root=None, path=None, *, train_split: str = "train", val_split: str | None = "dev", eval_split: str = "test",
     pairs: str = "caption", min_count: int = 5, max_size: int | None = 2000, binary: bool = False,
@@ -103,6 +105,3 @@ def load_scan(
               "pool_order": "rows of train, [dev], eval splits; ids = image index over all splits"},
     )
     return make_data(pool, protocol, seed, n_validation=n_validation, allowed=("file",))
-
-
-LOADERS = {"scan": load_scan}

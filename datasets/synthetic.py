@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .container import CrossModalData, DataError, Split
-from .registry import Registry
+from .registry import register
 
 # Label frequencies of the 24 MIRFlickr-25K concepts (fraction of the 20,015 DCMH items carrying
 # each; read off mirflickr25k-lall.mat). Used as popularity weights so the synthetic set has the
@@ -182,17 +182,20 @@ def generate(spec: SyntheticSpec, seed: int = 0, name: str = "synthetic") -> Cro
     )
 
 
-def register_presets(registry: Registry) -> None:
-    """Register a loader for each preset; loader options override the preset's fields."""
-    for preset_name, spec in PRESETS.items():
-        def loader(seed: int = 0, _spec: SyntheticSpec = spec, _name: str = preset_name, **overrides) -> CrossModalData:
-            unknown = set(overrides) - set(SyntheticSpec.__dataclass_fields__)
-            if unknown:
-                raise DataError(
-                    f"{_name}: unknown option(s) {sorted(unknown)}; accepted: seed, "
-                    + ", ".join(sorted(SyntheticSpec.__dataclass_fields__))
-                )
-            return generate(replace(_spec, **overrides), seed=seed, name=_name)
+def _preset_loader(preset_name: str, spec: SyntheticSpec):
+    """Return the loader of one preset: loader options override the preset's fields."""
+    def loader(seed: int = 0, **overrides) -> CrossModalData:
+        unknown = set(overrides) - set(SyntheticSpec.__dataclass_fields__)
+        if unknown:
+            raise DataError(
+                f"{preset_name}: unknown option(s) {sorted(unknown)}; accepted: seed, "
+                + ", ".join(sorted(SyntheticSpec.__dataclass_fields__))
+            )
+        return generate(replace(spec, **overrides), seed=seed, name=preset_name)
 
-        loader.__doc__ = f"Synthetic preset {preset_name!r}: {spec}"
-        registry.register(preset_name)(loader)
+    loader.__doc__ = f"Synthetic preset {preset_name!r}: {spec}"
+    return loader
+
+
+for _name, _spec in PRESETS.items():
+    register(_name)(_preset_loader(_name, _spec))

@@ -17,6 +17,7 @@ from .container import CrossModalData, DataError
 from .mat import ArrayFile, materialize, read_set
 from .paths import resolve
 from .protocols import build_pool, make_data
+from .registry import register
 
 RAW = "raw_features.mat"
 WIKIDATA = "wikiData.mat"
@@ -90,6 +91,7 @@ def read_wiki(where: Path, packaging: str = "auto") -> dict:
     }
 
 
+@register("wiki")
 def load_wiki(
     root=None, path=None, *, packaging: str = "auto", protocol: str = "official", seed: int = 0,
     n_validation: int = 0, n_query: int = 693, n_train: int = 2173,
@@ -112,6 +114,3 @@ def load_wiki(
     )
     kwargs = {"n_query": n_query, "n_train": n_train} if protocol == "dcmh" else {}
     return make_data(pool, protocol, seed, n_validation=n_validation, allowed=("official", "dcmh"), **kwargs)
-
-
-LOADERS = {"wiki": load_wiki}

@@ -26,7 +26,7 @@ from torch import nn
 
 from datasets import Split
 
-from . import register
+from .registry import register
 from .base import FitContext, HashingMethod, TorchEncoder, check_bits
 from .layers import (Center, LazyDecaySGD, SparseLinear, is_sparse, label_similarity, log_uniform_schedule, minibatches,
                      pairwise_likelihood, seeded_generator, tower)

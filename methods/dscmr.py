@@ -28,7 +28,7 @@ from torch import nn
 
 from datasets import Split
 
-from . import register
+from .registry import register
 from .base import FitContext, HashingMethod, check_bits
 from .layers import (CommonSpaceNet, adam, EmbeddingEncoder, View, dscmr_label_loss, dscmr_pairwise_loss, hash_pairwise_loss,
                      invariance_loss, is_sparse, minibatches, quantization_loss, seeded_generator)

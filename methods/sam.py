@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from datasets import Split
 
-from . import register
+from .registry import register
 from .base import FitContext, HashingMethod, check_bits
 from .layers import (CommonSpaceNet, adam, EmbeddingEncoder, View, dscmr_label_loss, hash_pairwise_loss, invariance_loss,
                      is_sparse, minibatches, quantization_loss, seeded_generator)

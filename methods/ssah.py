@@ -39,7 +39,7 @@ from torch.nn import functional as F
 
 from datasets import Split
 
-from . import register
+from .registry import register
 from .base import FitContext, HashingMethod, TorchEncoder, check_bits
 from .layers import (Center, adam, Discriminator, LocalResponseNorm2d, View, is_sparse, label_similarity, minibatches, pairwise_likelihood,
                      seeded_generator, tower)
