@@ -4,11 +4,10 @@ Per split (train / valid / test) in one folder:
   `<split>_imgs.img_feat.jsonl`   {"image_id": ..., "feature": [...]}
   `<split>_texts.txt_feat.jsonl`  {"text_id": ..., "feature": [...]}
   `<split>_texts.jsonl`           {"text_id": ..., "text": "...", "image_ids": [...]}
-One row per (text, matching image) pair: the text's feature as `text`, that image's feature as
-`image`, and `ids` = a global image index, so relevance = same image (a text matching two images
-gives two rows). No class labels: `labels` is one all-ones column that only satisfies the
-container (meta['relevance'] == 'ids'). Protocol `file`: train = train split, query = retrieval
-= eval split ('valid' by default: test texts of public releases often lack image_ids).
+Each part is a caption-paired Split: every image of the image-feature file (images no text
+mentions stay in the gallery as distractors), every text, and for each text its `image_ids`; ids
+kept as written. Protocol `file`: train = train split, query = retrieval = eval split ('valid'
+by default: test texts of public releases often lack image_ids).
 """
 from __future__ import annotations
 
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .container import CrossModalData, DataError
+from .container import CrossModalData, DataError, Pairing, Split
 from .paths import resolve
-from .protocols import build_pool, make_data
+from .protocols import make_paired_data
 from .registry import register
 
 
@@ -53,27 +52,30 @@ def _features(path: Path, id_key: str) -> dict:
     return feats
 
 
-def read_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, list, dict]:
-    """Return (image rows, text rows, image key per row, info) for one split, one row per (text, image)."""
+def read_split(folder: Path, split: str) -> Split:
+    """Return one split as a caption-paired Split: every image of the image-feature file (also
+    those no text mentions: distractors), every text, and each text's ground-truth images."""
     img_path = folder / f"{split}_imgs.img_feat.jsonl"
     txt_path = folder / f"{split}_texts.txt_feat.jsonl"
     texts_path = folder / f"{split}_texts.jsonl"
     imgs, txts = _features(img_path, "image_id"), _features(txt_path, "text_id")
-    image_rows, text_rows, keys = [], [], []
+    image_row = {image_id: i for i, image_id in enumerate(imgs)}
+    text_ids, lists = [], []
     for i, t in enumerate(_jsonl(texts_path, ("text_id", "image_ids")), 1):
         if t["text_id"] not in txts:
             raise DataError(f"{texts_path}: line {i} text_id {t['text_id']!r} has no feature in {txt_path.name}")
         if not t["image_ids"]:
             raise DataError(f"{texts_path}: line {i} text_id {t['text_id']!r} has empty image_ids; expected its ground-truth images")
         for image_id in t["image_ids"]:
-            if image_id not in imgs:
+            if image_id not in image_row:
                 raise DataError(f"{texts_path}: line {i} refers to image_id {image_id!r}, absent from {img_path.name}")
-            image_rows.append(imgs[image_id])
-            text_rows.append(txts[t["text_id"]])
-            keys.append((split, image_id))
-    if not keys:
-        raise DataError(f"{texts_path}: no text lines; expected at least one (text, image) pair")
-    return np.stack(image_rows), np.stack(text_rows), keys, {"images": len(imgs), "texts": len(txts)}
+        text_ids.append(t["text_id"])
+        lists.append([image_row[x] for x in t["image_ids"]])
+    if not text_ids:
+        raise DataError(f"{texts_path}: no text lines; expected at least one text with its image_ids")
+    return Split(np.stack(list(imgs.values())), np.stack([txts[t] for t in text_ids]),
+                 pairing=Pairing.from_lists(lists, len(imgs)), image_ids=np.asarray(list(imgs), dtype=object),
+                 text_ids=np.asarray(text_ids, dtype=object), source=str(texts_path), name=split)
 
 
 @register("clip-jsonl")
@@ -81,23 +83,14 @@ def load_clip_jsonl(
     root=None, path=None, *, train_split: str = "train", eval_split: str = "valid", protocol: str = "file",
     seed: int = 0, n_validation: int = 0,
 ) -> CrossModalData:
-    """Return Chinese-CLIP jsonl features as CrossModalData (relevance by `ids` = same image)."""
+    """Return Chinese-CLIP jsonl features as a caption-paired CrossModalData."""
     folder = resolve("clip-jsonl", root, path, "clip-jsonl")
-    images, texts, keys, groups, counts = [], [], [], {}, {}
-    for part, split in (("train", train_split), ("test", eval_split)):
-        im, tx, k, info = read_split(folder, split)
-        groups[part] = np.arange(len(keys), len(keys) + len(k))
-        images.append(im)
-        texts.append(tx)
-        keys.extend(k)
-        counts[split] = info
-    index: dict = {}
-    ids = np.asarray([index.setdefault(k, len(index)) for k in keys], dtype=np.int64)
-    n = len(keys)
-    sources = {"image": f"{folder}/{{{train_split},{eval_split}}}_imgs.img_feat.jsonl",
-               "text": f"{folder}/{{{train_split},{eval_split}}}_texts.txt_feat.jsonl",
-               "labels": "(none: relevance by ids)"}
-    pool = build_pool("clip-jsonl", np.concatenate(images), np.concatenate(texts), np.ones((n, 1), dtype=np.uint8),
-                      sources, groups=groups, ids=ids,
-                      info={"counts": counts, "pool_order": "(text, image) pairs of train, then eval split"})
-    return make_data(pool, protocol, seed, n_validation=n_validation, allowed=("file",))
+    if protocol != "file":
+        raise DataError(f"clip-jsonl: unknown protocol {protocol!r}; this data set accepts ['file']")
+    parts = {"train": read_split(folder, train_split), "test": read_split(folder, eval_split)}
+    files = [f"{folder}/{s}_{kind}" for s in (train_split, eval_split)
+             for kind in ("imgs.img_feat.jsonl", "texts.txt_feat.jsonl", "texts.jsonl")]
+    sources = {"image": " + ".join(files[0::3]), "text": " + ".join(files[1::3]), "pairing": " + ".join(files[2::3])}
+    return make_paired_data("clip-jsonl", parts, sources, protocol=protocol, seed=seed, n_validation=n_validation,
+                            pool_order="per part: image-feature file order, texts file order",
+                            info={"splits": {"train": train_split, "test": eval_split}})

@@ -1,10 +1,11 @@
 """Named, seeded evaluation protocols, and the step from a pool of items to a CrossModalData.
 
-Every loader first builds a `Pool`: all items of a source in one documented order, checked
-(finite features, 0/1 labels with at least one label per row) with errors naming file and key,
-plus the fixed parts the source ships (`groups`: e.g. 'train'/'test' of Wikipedia). A protocol
-turns the pool into index arrays; `make_data` cuts the splits and records the indices and their
-hash in `meta`, so a result names exactly the split it used.
+Every labelled loader first builds a `Pool`: all items of a source in one documented order,
+checked (finite features, 0/1 labels with at least one label per row) with errors naming file
+and key, plus the fixed parts the source ships (`groups`: e.g. 'train'/'test' of Wikipedia). A
+protocol turns the pool into index arrays; `make_data` cuts the splits and records the indices,
+their hash and the sources' checksums in a DataMeta, so a result names exactly the data and split
+it used. Caption-paired loaders build one Split per shipped part and call `make_paired_data`.
 
 Protocols:
 - `dcmh`: random queries, the rest is the retrieval set, training items drawn from retrieval
@@ -23,11 +24,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from .container import CrossModalData, DataError, Split
+from .cache import file_sha256
+from .container import CrossModalData, DataError, DataMeta, Split
 from .mat import check_finite, to_multi_hot
 
 FIXED = ("official", "dscmr", "file")
@@ -47,7 +50,8 @@ class Pool:
     labels: np.ndarray
     sources: dict[str, str]
     groups: dict[str, np.ndarray] = field(default_factory=dict)
-    ids: np.ndarray | None = None
+    image_ids: np.ndarray | None = None
+    text_ids: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -62,7 +66,8 @@ def build_pool(
     sources: Mapping[str, str],
     *,
     groups: Mapping[str, np.ndarray] | None = None,
-    ids: np.ndarray | None = None,
+    image_ids: np.ndarray | None = None,
+    text_ids: np.ndarray | None = None,
     label_base: int | None = None,
     num_classes: int | None = None,
     info: Mapping[str, Any] | None = None,
@@ -85,10 +90,11 @@ def build_pool(
                 "expected the same items in the same order"
             )
     lab, linfo = to_multi_hot(np.asarray(labels), sources["labels"], base=label_base, n_classes=num_classes)
-    if ids is not None and len(ids) != n:
-        raise DataError(f"{sources.get('ids', name)}: has {len(ids)} ids for {n} items; expected one per item")
+    for what, ids in (("image_ids", image_ids), ("text_ids", text_ids)):
+        if ids is not None and len(ids) != n:
+            raise DataError(f"{sources.get(what, name)}: has {len(ids)} ids for {n} items; expected one per item")
     grp = {k: np.asarray(v, dtype=np.int64) for k, v in (groups or {}).items()}
-    return Pool(name, image, text, lab, dict(sources), grp, ids, {**linfo, **(info or {})})
+    return Pool(name, image, text, lab, dict(sources), grp, image_ids, text_ids, {**linfo, **(info or {})})
 
 
 def split_hash(name: str, n: int, protocol: str, indices: Mapping[str, np.ndarray]) -> str:
@@ -202,11 +208,9 @@ def make_data(
     n_validation: int = 0,
     allowed: tuple[str, ...] = ("dcmh",),
 ) -> CrossModalData:
-    """Apply `protocol` to `pool`; return the CrossModalData with split indices and hash in meta.
-
-    meta['split'] maps each split to its indices into the pool (order documented per loader in
-    meta['pool_order']); meta['split_hash'] hashes them with the pool size and protocol.
-    """
+    """Apply `protocol` to `pool`; return the CrossModalData with its DataMeta: each split's
+    indices into the pool (order documented in meta.pool_order), their hash, the sources and
+    their checksums."""
     if protocol not in allowed:
         raise DataError(f"{pool.name}: unknown protocol {protocol!r}; this data set accepts {list(allowed)}")
     n = len(pool)
@@ -230,26 +234,88 @@ def make_data(
         if id(index) in cut:
             return cut[id(index)]
         index = np.asarray(index)
-        s = Split(
-            pool.image[index], pool.text[index], pool.labels[index],
-            None if pool.ids is None else pool.ids[index], source=source, name=split_name,
-        )
+        pick = lambda ids: None if ids is None else ids[index]  # noqa: E731
+        s = Split(pool.image[index], pool.text[index], pool.labels[index], image_ids=pick(pool.image_ids),
+                  text_ids=pick(pool.text_ids), source=source, name=split_name)
         cut[id(index)] = s
         return s
 
     splits = {k: subset(v, k) for k, v in idx.items()}
-    meta = {
-        **pool.info,
-        "source": dict(pool.sources),
-        "protocol": protocol,
-        "seed": seed,
-        "n_items": n,
-        "sizes": {k: int(len(v)) for k, v in idx.items()},
-        "split": {k: np.asarray(v, dtype=np.int64) for k, v in idx.items()},
-        "split_hash": split_hash(pool.name, n, protocol, idx),
-        "relevance": "ids" if pool.ids is not None else "labels",
-    }
+    meta = DataMeta(
+        protocol=protocol, seed=seed, relevance="labels",
+        split_indices={k: np.asarray(v, dtype=np.int64) for k, v in idx.items()},
+        split_hash=split_hash(pool.name, n, protocol, idx),
+        pool_order=str(pool.info.get("pool_order", "source order")),
+        sources=dict(pool.sources), checksums=source_checksums(pool.sources),
+        info={k: v for k, v in pool.info.items() if k != "pool_order"} | {"n_items": n},
+    )
     return CrossModalData(
         name=pool.name, train=splits["train"], query=splits["query"], retrieval=splits["retrieval"],
         validation=splits.get("validation"), meta=meta,
     )
+
+
+def source_files(sources: Mapping[str, str]) -> list[Path]:
+    """Return the files named in `sources` values ('file', 'file:key', joined by ' + ')."""
+    files: list[Path] = []
+    for value in sources.values():
+        for part in str(value).split(" + "):
+            for candidate in (part, part.rpartition(":")[0]):
+                if candidate and Path(candidate).is_file():
+                    files.append(Path(candidate))
+                    break
+    return sorted(set(files))
+
+
+def source_checksums(sources: Mapping[str, str]) -> dict[str, str]:
+    """Return {file: sha256} for every file the sources name (memoised per path, size, mtime)."""
+    return {str(p): file_sha256(p) for p in source_files(sources)}
+
+
+def carve_validation_images(name: str, train: Split, n_validation: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (validation image rows, remaining training image rows) of a caption split: seeded
+    random images move to validation with every text that describes them."""
+    if n_validation >= train.n_images:
+        raise _too_large(name, "n_validation (images carved from train)", n_validation, train.n_images - 1)
+    pick = np.random.default_rng([seed, 1]).permutation(train.n_images)
+    return np.sort(pick[:n_validation]), np.sort(pick[n_validation:])
+
+
+def make_paired_data(
+    name: str,
+    parts: Mapping[str, Split],
+    sources: Mapping[str, str],
+    *,
+    protocol: str = "file",
+    seed: int = 0,
+    n_validation: int = 0,
+    pool_order: str,
+    info: Mapping[str, Any] | None = None,
+) -> CrossModalData:
+    """Return a caption-paired CrossModalData from one Split per shipped part.
+
+    parts: 'train' and 'test' (query = retrieval = test), optionally 'validation' (shipped dev
+    part). n_validation carves that many training images (with their texts) into validation
+    when none is shipped. split_indices hold each part's image and text rows in file order.
+    """
+    for required in ("train", "test"):
+        if required not in parts:
+            raise DataError(f"{name}: a caption-paired set needs a {required!r} part; got {sorted(parts)}")
+    parts = dict(parts)
+    indices = {f"{k}.{m}": np.arange(getattr(v, f"n_{m}s")) for k, v in parts.items() for m in ("image", "text")}
+    if n_validation > 0:
+        if "validation" in parts:
+            raise DataError(f"{name}: the source ships a validation part; do not also ask for n_validation")
+        val_rows, train_rows = carve_validation_images(name, parts["train"], int(n_validation), seed)
+        parts["validation"] = parts["train"].subset_images(val_rows, "validation")
+        parts["train"] = parts["train"].subset_images(train_rows, "train")
+        indices["validation.image"], indices["train.image"] = val_rows, train_rows
+    n = sum(p.n_images + p.n_texts for p in parts.values())
+    meta = DataMeta(
+        protocol=protocol, seed=seed, relevance="pairing", split_indices=indices,
+        split_hash=split_hash(name, n, protocol, indices), pool_order=pool_order,
+        sources=dict(sources), checksums=source_checksums(sources), info=dict(info or {}),
+    )
+    test = parts["test"]
+    return CrossModalData(name=name, train=parts["train"], query=test, retrieval=test,
+                          validation=parts.get("validation"), meta=meta)

@@ -3,14 +3,12 @@
 Per split: `<split>_ims.npy`, image features, either (n_images, 36, 2048) bottom-up regions
 (mean-pooled over regions here: hashing methods take one vector per image) or (n_images, d);
 and `<split>_caps.txt`, one caption per line, 5 per image in image order (caption j belongs to
-image j // 5), as SCAN's loader assumes. There are no class labels: relevance is by instance
-(same image), carried in the container's `ids` (a global image index); `labels` is a single
-all-ones column that only satisfies the container, so evaluation must use `ids`
-(meta['relevance'] == 'ids').
+image j // 5), as SCAN's loader assumes. Each part is a caption-paired Split (unique images,
+captions as texts, caption j describing image j // 5): relevance is by instance.
 Text features: bag of words over a dictionary built from the training captions only
 (datasets.text; min_count 5, max_size 2000 by default, so a 145k x 2000 float32 matrix fits).
-Rows: `pairs='caption'` one row per caption (its image's features repeated), or
-`pairs='image'` one row per image with all its captions in one bag of words.
+Texts: `pairs='caption'` one text per caption, or `pairs='image'` one text per image with all its
+captions in one bag of words.
 Protocol `file`: train = train split, validation = dev split, query = retrieval = eval split.
 """
 from __future__ import annotations
@@ -19,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .container import CrossModalData, DataError
+from .container import CrossModalData, DataError, Pairing, Split
 from .paths import resolve
-from .protocols import build_pool, make_data
+from .protocols import make_paired_data
 from .registry import register
 
 
@@ -74,34 +72,24 @@ def load_scan(
                         "or pass val_split=None to load without one")
     read = {part: read_split(folder, split, captions_per_image) for part, split in parts}
     vocab = textlib.build_vocabulary(textlib.count_words(read["train"][1]), min_count, max_size)
-    images, texts, ids, groups = [], [], [], {}
-    row0 = img0 = 0
+    splits = {}
     for part, split in parts:
         ims, caps, k = read[part]
         n_img = ims.shape[0]
         if pairs == "caption":
-            images.append(np.repeat(ims, k, axis=0))
-            texts.append(textlib.bag_of_words(caps, vocab, binary))
-            ids.append(img0 + np.arange(len(caps)) // k)
+            texts, owner = textlib.bag_of_words(caps, vocab, binary), np.arange(len(caps)) // k
         else:
-            images.append(ims)
             docs = [textlib.join_tokens(caps[i * k:(i + 1) * k]) for i in range(n_img)]
-            texts.append(textlib.bag_of_words(docs, vocab, binary))
-            ids.append(img0 + np.arange(n_img))
-        n_rows = len(ids[-1])
-        groups[part] = np.arange(row0, row0 + n_rows)
-        row0 += n_rows
-        img0 += n_img
-    n = row0
+            texts, owner = textlib.bag_of_words(docs, vocab, binary), np.arange(n_img)
+        splits["validation" if part == "val" else part] = Split(
+            ims, texts, pairing=Pairing.from_lists([[int(i)] for i in owner], n_img),
+            source=str(folder / f"{split}_caps.txt"), name=split)
     sources = {
         "image": " + ".join(str(folder / f"{s}_ims.npy") for _, s in parts),
         "text": " + ".join(str(folder / f"{s}_caps.txt") for _, s in parts),
-        "labels": "(none: relevance by ids)",
     }
-    pool = build_pool(
-        "scan", np.concatenate(images), np.concatenate(texts), np.ones((n, 1), dtype=np.uint8), sources,
-        groups=groups, ids=np.concatenate(ids).astype(np.int64),
-        info={"vocabulary_size": len(vocab), "pairs": pairs, "splits": dict(parts),
-              "pool_order": "rows of train, [dev], eval splits; ids = image index over all splits"},
-    )
-    return make_data(pool, protocol, seed, n_validation=n_validation, allowed=("file",))
+    if protocol != "file":
+        raise DataError(f"scan: unknown protocol {protocol!r}; this data set accepts ['file']")
+    return make_paired_data("scan", splits, sources, protocol=protocol, seed=seed, n_validation=n_validation,
+                            pool_order="per part: image rows of *_ims.npy, caption lines of *_caps.txt",
+                            info={"vocabulary_size": len(vocab), "pairs": pairs, "splits": dict(parts)})

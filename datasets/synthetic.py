@@ -8,11 +8,12 @@ Everything is drawn from one numpy Generator seeded by `seed`: same seed, same b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from .container import CrossModalData, DataError, Split
+from .container import CrossModalData, DataError
+from .protocols import build_pool, make_data
 from .registry import register
 
 # Label frequencies of the 24 MIRFlickr-25K concepts (fraction of the 20,015 DCMH items carrying
@@ -161,25 +162,19 @@ def generate(spec: SyntheticSpec, seed: int = 0, name: str = "synthetic") -> Cro
     rng = np.random.default_rng(seed)
     labels = _labels(spec, rng)
     z = _semantic(labels, spec, rng)
-    everything = Split(_image(z, spec, rng), _text(z, spec, rng), labels, source=name, name="all")
-    order = rng.permutation(spec.n_items)
+    image, text = _image(z, spec, rng), _text(z, spec, rng)
+    where = f"synthetic:{name}"
+    info = {"generator": {k: v for k, v in asdict(spec).items()}, "pool_order": "generated item order"}
+    groups = None
     if spec.query_is_retrieval_test:
         # Official-split style: train and test disjoint; the test set is both query and database.
-        train_idx, test_idx = order[: spec.n_train], order[spec.n_train: spec.n_train + spec.n_query]
-        query_idx = retrieval_idx = test_idx
-    else:
-        # DCMH protocol: queries held out, the rest is retrieval, training drawn from retrieval.
-        query_idx, retrieval_idx = order[: spec.n_query], order[spec.n_query:]
-        train_idx = retrieval_idx[: spec.n_train]
-    val_idx, fit_idx = train_idx[: spec.n_validation], train_idx[spec.n_validation:]
-    return CrossModalData(
-        name=name,
-        train=everything.subset(fit_idx, "train"),
-        query=everything.subset(query_idx, "query"),
-        retrieval=everything.subset(retrieval_idx, "retrieval"),
-        validation=everything.subset(val_idx, "validation"),
-        meta={"source": "synthetic", "seed": seed, "protocol": "synthetic-" + ("test" if spec.query_is_retrieval_test else "dcmh")},
-    )
+        order = rng.permutation(spec.n_items)
+        groups = {"train": np.sort(order[: spec.n_train]), "test": np.sort(order[spec.n_train: spec.n_train + spec.n_query])}
+    pool = build_pool(name, image, text, labels, {"image": where, "text": where, "labels": where}, groups=groups, info=info)
+    if spec.query_is_retrieval_test:
+        return make_data(pool, "official", seed, n_validation=spec.n_validation, allowed=("official",))
+    # DCMH protocol: queries held out, the rest is retrieval, training drawn from retrieval.
+    return make_data(pool, "dcmh", seed, n_query=spec.n_query, n_train=spec.n_train, n_validation=spec.n_validation)
 
 
 def _preset_loader(preset_name: str, spec: SyntheticSpec):

@@ -20,7 +20,7 @@ from typing import Sequence
 from rich.console import Console
 
 from .leaderboard import aggregate, build_board, latex_table, load_references, markdown_table, rich_table, suite_results
-from .run import add_grid_arguments, cell_identity, parse_shard, run_grid, suite_from_args
+from .run import add_grid_arguments, cell_key, parse_shard, run_grid, suite_from_args
 from .suite import SuiteError
 from .tracking import Tracker
 
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = []
     if not args.no_run:
         failed = run_grid(suite, tracker, force=args.force, workers=args.workers, shard=parse_shard(args.shard)).failed
-    keyed = [(cell, cell_identity(cell)[0]) for cell in suite.cells()]
+    keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
     results = suite_results(suite, tracker.finished(), keyed)
     if results.empty:
         print("no finished runs for this suite yet (run without --no-run)", file=sys.stderr)

@@ -1,61 +1,154 @@
-"""Run identity: a run is keyed by a hash of (dataset, options, method, config, bits, seed, code version).
+"""Run identity, from what decides the numbers.
 
-The code version of a cell is a hash of the source files that decide its numbers: the method's
-module and the shared method code, the dataset loader's module and the container, and the
-metrics package. Editing any of them makes the affected cells new runs; editing anything else
-(runners, README, other methods) reuses what MLflow already holds.
+A fit (a trained model's codes) is keyed by a hash of (dataset, loader options, preprocessing,
+split hash, data fingerprint, method, full config, stopping rule, bits, seed, fit code version).
+Its scores are keyed by (fit key, metrics version). Both code versions are hashes of source files
+found by following imports, not a hand-written list:
+- fit code version: the method class's `version` plus the import closure, inside this project, of
+  the method's module, the loader's module and the preprocessing module;
+- metrics version: the import closure of the evaluation module (runners/evaluation.py, which
+  imports the metrics package).
+Editing any module a method or loader imports changes exactly the affected fits; editing the
+metrics rescoring every fit from its stored codes, without training; editing anything else
+(README, other methods, runners' bookkeeping) reuses what MLflow holds.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
-import inspect
 import json
 import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import datasets
 import methods
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_TOP = ("benchmarks", "datasets", "methods", "metrics", "registry", "runners")
 
 
-def _digest(paths: list[Path]) -> str:
+def _module_file(name: str, root: Path) -> Path | None:
+    """Return the source file of project module `name` under `root` (a package's __init__.py)."""
+    parts = name.split(".")
+    if parts[0] not in PROJECT_TOP:
+        return None
+    base = root.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _resolve(node: ast.ImportFrom, package: str) -> str:
+    """Return the absolute module name an ImportFrom node imports from."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".") if package else []
+    base = base[: len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _package_of(path: Path, root: Path) -> str:
+    name = _module_name(path, root)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
+def _reexport_source(package: str, name: str, root: Path) -> str | None:
+    """Return the module that package `package`'s __init__ imports `name` from, if it does."""
+    init = _module_file(package, root)
+    for node in ast.parse(init.read_text(), str(init)).body:
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            return _resolve(node, package)
+    return None
+
+
+def _imports(path: Path, root: Path) -> tuple[set[str], set[str]]:
+    """Return (modules to follow, package __init__ files to hash without following) that the
+    source file `path` imports. `from pkg import name` follows the module that pkg's __init__
+    re-exports `name` from (or the submodule pkg.name), not every module the __init__ imports:
+    registering modules in an __init__ does not make them decide another module's numbers."""
+    package = _package_of(path, root)
+    follow: set[str] = set()
+    leaves: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            follow.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            target = _resolve(node, package)
+            target_file = _module_file(target, root)
+            if target_file is None or target_file.name != "__init__.py":
+                follow.add(target)
+                continue
+            for alias in node.names:
+                if _module_file(f"{target}.{alias.name}", root) is not None:
+                    follow.add(f"{target}.{alias.name}")
+                elif (source := _reexport_source(target, alias.name, root)) is not None:
+                    follow.add(source)
+                else:
+                    leaves.add(target)  # defined in the __init__ itself
+    return {m for m in follow if _module_file(m, root) is not None}, leaves
+
+
+def import_closure(modules: Iterable[str], root: Path = REPO_ROOT) -> list[Path]:
+    """Return every project source file reached from `modules` by following imports, sorted."""
+    todo = list(modules)
+    seen: dict[str, Path] = {}
+    files: set[Path] = set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen or (path := _module_file(mod, root)) is None:
+            continue
+        seen[mod] = path
+        follow, leaves = _imports(path, root)
+        todo.extend(follow - set(seen))
+        files.update(_module_file(m, root) for m in leaves)
+    return sorted(files | set(seen.values()))
+
+
+def digest(paths: Iterable[Path], root: Path = REPO_ROOT) -> str:
+    """Return 12 hex of sha256 over the files' repository paths and bytes."""
     h = hashlib.sha256()
     for path in sorted(set(paths)):
-        h.update(str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path.name).encode())
+        h.update(str(path.relative_to(root) if path.is_relative_to(root) else path.name).encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:12]
 
 
+def _defining_module(obj: Any) -> str:
+    return sys.modules[obj.__module__].__name__
+
+
 @lru_cache(maxsize=None)
-def code_version(method_name: str, dataset_name: str) -> str:
-    """Return '<method version>-<12 hex>' for the code that decides a cell's results."""
+def fit_code_version(method_name: str, dataset_name: str, root: Path = REPO_ROOT) -> str:
+    """Return '<method version>-<12 hex>' over the import closure of the method's and the
+    loader's modules and the preprocessing module."""
     method_cls = methods.get(method_name)
-    method_dir = Path(inspect.getfile(methods.base.HashingMethod)).parent
-    metrics_dir = REPO_ROOT / "metrics"
     loader = datasets.get_loader(dataset_name)
-    paths = [
-        Path(inspect.getfile(method_cls)),
-        method_dir / "base.py",
-        method_dir / "layers.py",
-        Path(inspect.getfile(loader)),
-        Path(inspect.getfile(datasets.container)),
-        *sorted(metrics_dir.glob("*.py")),
-    ]
-    paths += [p for p in [method_dir / "selection.py"] if p.exists()]
-    return f"{method_cls.version}-{_digest(paths)}"
+    files = import_closure([_defining_module(method_cls), _defining_module(loader), "datasets.preprocessing"], root)
+    return f"{method_cls.version}-{digest(files, root)}"
 
 
-def run_key(dataset: str, dataset_options: Mapping[str, Any], method: str, params: Mapping[str, Any],
-            bits: int, seed: int, version: str) -> str:
-    """Return the 16-hex identity of one run; equal inputs give equal keys across processes."""
-    payload = json.dumps(
-        {"dataset": dataset, "dataset_options": dict(dataset_options), "method": method,
-         "params": dict(params), "bits": bits, "seed": seed, "code_version": version},
-        sort_keys=True, default=str,
-    )
+@lru_cache(maxsize=None)
+def metrics_version(root: Path = REPO_ROOT) -> str:
+    """Return 12 hex over the import closure of the evaluation module (metrics included)."""
+    return digest(import_closure(["runners.evaluation"], root), root)
+
+
+def run_key(fields: Mapping[str, Any]) -> str:
+    """Return the 16-hex identity of a fit from its identifying fields; equal inputs give equal
+    keys across processes (JSON with sorted keys)."""
+    payload = json.dumps(dict(fields), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -71,3 +164,4 @@ def git_commit() -> str:
         return commit.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+

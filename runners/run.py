@@ -26,11 +26,12 @@ from rich.console import Console
 import datasets
 import methods
 from datasets import CrossModalData
+from datasets.preprocessing import describe as describe_steps, preprocess
 from methods import FitContext
 
 from . import artifacts
 from .evaluation import evaluate_encoder
-from .identity import code_version, git_commit, run_key
+from .identity import fit_code_version, git_commit, run_key
 from .progress import Reporter
 from .suite import DEFAULT_SUITE, Cell, MethodEntry, Suite, SuiteError, load_suite, select
 from .tracking import Tracker
@@ -45,13 +46,23 @@ class GridReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def cell_identity(cell: Cell) -> tuple[str, dict[str, Any], str]:
-    """Return (run_key, resolved method params, code version) of a cell."""
+def cell_identity(cell: Cell, data: CrossModalData) -> tuple[str, dict[str, Any], str]:
+    """Return (run_key, resolved method params, fit code version) of a cell on its loaded data."""
     method = methods.create(cell.method.name, cell.method.overrides)
     params = method.params()
-    version = code_version(cell.method.name, cell.dataset.name)
-    key = run_key(cell.dataset.name, cell.dataset.options, cell.method.name, params, cell.bits, cell.seed, version)
+    version = fit_code_version(cell.method.name, cell.dataset.name)
+    key = run_key({
+        "dataset": cell.dataset.name, "dataset_options": dict(cell.dataset.options),
+        "preprocessing": dict(data.meta.preprocessing), "split_hash": data.meta.split_hash,
+        "fingerprint": data.fingerprint(), "method": cell.method.name, "params": params,
+        "bits": cell.bits, "seed": cell.seed, "code_version": version,
+    })
     return key, params, version
+
+
+def cell_key(cell: Cell) -> str:
+    """Return the run key of a cell (loading its data set, kept for the next cells)."""
+    return cell_identity(cell, load_cell_data(cell))[0]
 
 
 def _environment_tags(device: str) -> dict[str, str]:
@@ -92,7 +103,7 @@ def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: in
     finished = {} if force else tracker.finished()
     todo: list[tuple[Cell, str]] = []
     for cell in suite.cells():
-        key = cell_identity(cell)[0]
+        key = cell_key(cell)
         if not in_shard(key, shard):
             continue
         if key in finished:
@@ -119,17 +130,19 @@ def _record(report: GridReport, reporter: Reporter, key: str, outcome: tuple[str
     reporter.advance()
 
 
-_loaded: dict[tuple[str, str], CrossModalData] = {}
+_loaded: dict[str, CrossModalData] = {}
 
 
-def _dataset(cell: Cell, reporter: Reporter | None) -> CrossModalData:
-    """Return the cell's data set, keeping only the most recent one in memory (cells come grouped)."""
-    ds_id = (cell.dataset.name, repr(sorted(cell.dataset.options.items())))
+def load_cell_data(cell: Cell, reporter: Reporter | None = None) -> CrossModalData:
+    """Return the cell's data set, preprocessed as the suite declares; only the most recent one
+    stays in memory (cells come grouped by data set)."""
+    ds_id = repr((cell.dataset.name, sorted(cell.dataset.options.items()), cell.dataset.preprocess))
     if ds_id not in _loaded:
         _loaded.clear()
         if reporter:
             reporter.describe(f"loading {cell.dataset.name}")
-        _loaded[ds_id] = datasets.load(cell.dataset.name, **cell.dataset.options)
+        data = datasets.load(cell.dataset.name, **cell.dataset.options)
+        _loaded[ds_id] = preprocess(data, cell.dataset.preprocess)
         if reporter:
             reporter.log(_loaded[ds_id].summary())
     return _loaded[ds_id]
@@ -140,8 +153,8 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
 
     Failures are recorded as FAILED (with the error and traceback as tags) and returned, not raised;
     an interrupt is recorded as KILLED and re-raised."""
-    key, params, version = cell_identity(cell)
-    data = _dataset(cell, reporter)
+    data = load_cell_data(cell, reporter)
+    key, params, version = cell_identity(cell, data)
     title = f"{cell.dataset.name} {cell.method.label} {cell.bits} bits seed {cell.seed}"
     if reporter:
         reporter.describe(title)
@@ -150,9 +163,11 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
         "label": cell.method.label, "bits": cell.bits, "seed": cell.seed, "code_version": version,
         "dataset_fingerprint": data.fingerprint(), **_environment_tags(suite.device),
     }
-    tags.update({k: data.meta[k] for k in ("split_hash", "protocol") if k in data.meta})
+    tags.update({"split_hash": data.meta.split_hash, "protocol": data.meta.protocol,
+                 "relevance": data.relevance, "preprocessing": describe_steps(data.meta.preprocessing)})
     run_params = {**{f"cfg.{k}": v for k, v in params.items()},
                   **{f"data.{k}": v for k, v in cell.dataset.options.items()},
+                  **{f"data.preprocess.{k}": v for k, v in data.meta.preprocessing.items()},
                   "bits": cell.bits, "seed": cell.seed, "method": cell.method.name, "dataset": cell.dataset.name}
     run_id = tracker.start(title, tags, run_params)
     try:
@@ -163,7 +178,7 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
             on_epoch=lambda epoch, values: tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=epoch),
             log=reporter.log if reporter else (lambda message: None),
         )
-        encoder = method.fit(data.train, cell.bits, ctx)
+        encoder = method.fit(data.train.training_pairs(), cell.bits, ctx)
         fit_seconds = time.perf_counter() - started
         evaluation = evaluate_encoder(encoder, data)
         results = {**evaluation.values, "fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started}

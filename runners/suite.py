@@ -30,7 +30,7 @@ from methods.base import ConfigError, check_bits
 DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "default.toml"
 
 SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods"}
-DATASET_KEYS = {"name", "options"}
+DATASET_KEYS = {"name", "options", "preprocess"}
 METHOD_KEYS = {"name", "label", "overrides"}
 
 
@@ -40,8 +40,11 @@ class SuiteError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetEntry:
+    """A data set of a suite: loader options and the preprocessing step for every method."""
+
     name: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    preprocess: str | Mapping[str, str] = "auto"  # datasets.preprocessing: auto | none | l2 | zscore
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,7 @@ def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
     for required in ("datasets", "methods", "bits", "seeds"):
         if required not in raw:
             raise SuiteError(f"{source}: missing key {required!r}; a suite needs datasets, methods, bits and seeds")
-    ds_entries = [DatasetEntry(str(d["name"]), dict(d.get("options", {})))
+    ds_entries = [DatasetEntry(str(d["name"]), dict(d.get("options", {})), d.get("preprocess", "auto"))
                   for d in _entries(raw["datasets"], DATASET_KEYS, f"{source}: datasets")]
     m_entries = [MethodEntry(str(m["name"]), str(m.get("label", m["name"])), dict(m.get("overrides", {})))
                  for m in _entries(raw["methods"], METHOD_KEYS, f"{source}: methods")]

@@ -28,7 +28,7 @@ from datasets import CrossModalData
 from methods import FitContext
 from methods.base import ConfigError, HashingMethod, check_bits
 
-from .identity import code_version, git_commit
+from .identity import fit_code_version, git_commit
 from .evaluation import validation_map
 from .suite import SuiteError
 from .tracking import Tracker
@@ -85,7 +85,7 @@ def make_objective(method_name: str, dataset_name: str, data: CrossModalData, bi
             run_id = tracker.start(
                 f"{study_name} trial {trial.number}",
                 {"study": study_name, "trial": trial.number, "method": method_name, "dataset": dataset_name,
-                 "bits": bits, "seed": seed, "code_version": code_version(method_name, dataset_name),
+                 "bits": bits, "seed": seed, "code_version": fit_code_version(method_name, dataset_name),
                  "git_commit": git_commit(), "kind": "tuning"},
                 {**{f"cfg.{k}": v for k, v in method.params().items()}, "bits": bits, "seed": seed},
             )

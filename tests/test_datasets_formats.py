@@ -103,12 +103,12 @@ def test_mirflickr_flickr25k_v73_features(tmp_path):
     img, txt, lab = items(rng, 20015, di=32, dt=20, c=24)
     write_mat73(tmp_path / "FLICKR-25K.mat", {"images": img, "YAll": txt, "LAll": lab})
     d = datasets.load("mirflickr25k", root=tmp_path, seed=3)
-    assert d.meta["sizes"] == {"query": 2000, "retrieval": 18015, "train": 10000}
-    q = d.meta["split"]["query"]
+    assert d.meta.sizes == {"query": 2000, "retrieval": 18015, "train": 10000}
+    q = d.meta.split_indices["query"]
     np.testing.assert_array_equal(d.query.image, img[q])
     np.testing.assert_array_equal(d.query.labels, lab[q])
     assert not d.single_label and d.num_classes == 24
-    assert d.meta["formats"][str(tmp_path / "FLICKR-25K.mat")] == "v7.3"
+    assert d.meta.info["formats"][str(tmp_path / "FLICKR-25K.mat")] == "v7.3"
 
 
 def test_mirflickr_dcmh_pixels_are_refused_with_advice(tmp_path):
@@ -127,9 +127,9 @@ def test_mirflickr_split_files_v5(tmp_path):
     sio.savemat(tmp_path / "mirflickr25k-yall.mat", {"YAll": txt.astype(np.uint8)})
     sio.savemat(tmp_path / "mirflickr25k-lall.mat", {"LAll": lab})
     d = datasets.load("mirflickr25k", root=tmp_path, n_query=50, n_train=100, seed=0)
-    r = d.meta["split"]["retrieval"]
+    r = d.meta.split_indices["retrieval"]
     np.testing.assert_array_equal(d.retrieval.text, txt[r])
-    assert set(d.meta["split"]["train"]) <= set(r)
+    assert set(d.meta.split_indices["train"]) <= set(r)
 
 
 def test_nuswide_tc21_dadh_v73_and_tc10_split_files(tmp_path):
@@ -140,14 +140,14 @@ def test_nuswide_tc21_dadh_v73_and_tc10_split_files(tmp_path):
     write_mat73(tmp_path / "NUS-WIDE-TC21.mat", {"image": img, "text": txt, "label": lab})
     d = datasets.load("nus-wide-tc21", root=tmp_path, n_query=21, n_train=105)
     assert (len(d.query), len(d.retrieval), len(d.train)) == (21, 379, 105)
-    np.testing.assert_array_equal(d.train.image, img[d.meta["split"]["train"]])
+    np.testing.assert_array_equal(d.train.image, img[d.meta.split_indices["train"]])
     assert datasets.load("nus-wide-tc21", root=tmp_path / "v5", n_query=21, n_train=105).fingerprint() == d.fingerprint()
     img, txt, lab = items(rng, 300, di=40, dt=25, c=10)
     sio.savemat(tmp_path / "nus-wide-tc10-xall-vgg.mat", {"XAll": img.T})  # stored dims x items: detected
     sio.savemat(tmp_path / "nus-wide-tc10-yall.mat", {"YAll": txt})
     sio.savemat(tmp_path / "nus-wide-tc10-lall.mat", {"LAll": lab})
     d = datasets.load("nus-wide-tc10", root=tmp_path, n_query=30, n_train=100)
-    np.testing.assert_array_equal(d.query.image, img[d.meta["split"]["query"]])
+    np.testing.assert_array_equal(d.query.image, img[d.meta.split_indices["query"]])
 
 
 def test_nuswide_default_protocol_sizes_need_enough_items(tmp_path):
@@ -166,12 +166,12 @@ def test_iapr_ucch_layout_v73(tmp_path):
         "VDatabase": db[0], "YDatabase": db[1], "databaseL": db[2],
         "VTest": te[0], "YTest": te[1], "testL": te[2]})
     d = datasets.load("iapr-tc12", root=tmp_path, n_train=120, seed=1)
-    assert d.meta["protocol"] == "file" and d.meta["pool_order"] == "database rows, then test rows"
+    assert d.meta.protocol == "file" and d.meta.pool_order == "database rows, then test rows"
     np.testing.assert_array_equal(d.query.image, te[0])
     np.testing.assert_array_equal(d.retrieval.text, db[1])
-    assert len(d.train) == 120 and set(d.meta["split"]["train"]) <= set(range(200))
+    assert len(d.train) == 120 and set(d.meta.split_indices["train"]) <= set(range(200))
     d2 = datasets.load("iapr-tc12", root=tmp_path, protocol="dcmh", n_query=20, n_train=100)
-    assert d2.meta["sizes"] == {"query": 20, "retrieval": 220, "train": 100}
+    assert d2.meta.sizes == {"query": 20, "retrieval": 220, "train": 100}
 
 
 def test_mscoco_ucch_h5(tmp_path):
@@ -180,7 +180,7 @@ def test_mscoco_ucch_h5(tmp_path):
     with h5py.File(tmp_path / "MSCOCO_deep_doc2vec_data_rand.h5py", "w") as f:  # written from Python: rows first
         f["XAll"], f["YAll"], f["LAll"] = img, txt, lab
     d = datasets.load("mscoco", root=tmp_path, n_query=50, n_train=200)
-    np.testing.assert_array_equal(d.query.text, txt[d.meta["split"]["query"]])
+    np.testing.assert_array_equal(d.query.text, txt[d.meta.split_indices["query"]])
     assert d.num_classes == 80
 
 
@@ -210,13 +210,13 @@ def test_pascal_dscmr_files(tmp_path):
     assert d.query.labels.sum(0).tolist() == [5.0] * 20
     d = datasets.load("pascal-sentences", root=tmp_path, n_validation=80)
     assert len(d.train) == 720 and len(d.validation) == 80
-    assert not set(d.meta["split"]["validation"]) & set(d.meta["split"]["query"])
+    assert not set(d.meta.split_indices["validation"]) & set(d.meta.split_indices["query"])
 
 
 def test_pascal_shipped_val_part(tmp_path):
     _dscmr_dir(tmp_path, n_train=700, val=100)
     d = datasets.load("pascal-sentences", root=tmp_path)
-    assert len(d.validation) == 100 and d.meta["sizes"]["validation"] == 100 and len(d.train) == 700
+    assert len(d.validation) == 100 and d.meta.sizes["validation"] == 100 and len(d.train) == 700
     with pytest.raises(DataError, match="ships a validation part"):
         datasets.load("pascal-sentences", root=tmp_path, n_validation=10)
 
@@ -235,11 +235,11 @@ def test_generic_npz_h5_mat_and_presplit(tmp_path):
     sio.savemat(tmp_path / "c.mat", {"feat_i": img, "feat_t": txt, "y": cls[:, None].astype(np.double)})
     d = datasets.load("generic", path=tmp_path / "c.mat", keys={"image": "feat_i", "text": "feat_t", "labels": "y"},
                       n_query=20, n_train=50)
-    assert d.single_label and d.num_classes == 5 and d.meta["label_base"] == 1
+    assert d.single_label and d.num_classes == 5 and d.meta.info["label_base"] == 1
     np.savez(tmp_path / "s.npz", train_image=img[:80], train_text=txt[:80], train_labels=lab[:80],
              test_image=img[80:], test_text=txt[80:], test_labels=lab[80:])
     d = datasets.load("generic", path=tmp_path / "s.npz")
-    assert d.meta["protocol"] == "file" and len(d.train) == 80 and d.query is d.retrieval
+    assert d.meta.protocol == "file" and len(d.train) == 80 and d.query is d.retrieval
     np.testing.assert_array_equal(d.query.image, img[80:])
 
 
@@ -253,13 +253,14 @@ def test_scan_precomputed(tmp_path):
         caps = [" ".join(rng.choice(words, 6)) for _ in range(5 * n)]
         (tmp_path / f"{split}_caps.txt").write_text("\n".join(caps) + "\n")
     d = datasets.load("scan", root=tmp_path, min_count=1)
-    assert (len(d.train), len(d.validation), len(d.query)) == (60, 20, 25)
-    assert d.meta["relevance"] == "ids" and d.query is d.retrieval
-    np.testing.assert_allclose(d.query.image[:5], np.repeat(ims["test"].mean(1)[:1], 5, 0), rtol=1e-6)
-    assert (d.query.ids == 16 + np.arange(25) // 5).all()  # image index over train, dev, test
+    sizes = [(s.n_images, s.n_texts) for s in (d.train, d.validation, d.query)]
+    assert sizes == [(12, 60), (4, 20), (5, 25)]  # each image once in the gallery, 5 captions each
+    assert d.meta.relevance == "pairing" and d.query is d.retrieval
+    np.testing.assert_allclose(d.query.image, ims["test"].mean(1), rtol=1e-6)
+    assert (d.query.pairing.images == np.arange(25) // 5).all()  # caption j describes image j // 5
     assert (d.query.text.sum(1) == 6).all()  # every token of a caption is in the train dictionary here
     d = datasets.load("scan", root=tmp_path, pairs="image", min_count=1, val_split=None)
-    assert len(d.query) == 5 and (d.query.text.sum(1) == 30).all()
+    assert (d.query.n_images, d.query.n_texts) == (5, 5) and (d.query.text.sum(1) == 30).all()
 
 
 def test_clip_jsonl(tmp_path):
@@ -275,9 +276,13 @@ def test_clip_jsonl(tmp_path):
                 imgs = [1000 + t % n_img] + ([1000 + (t + 1) % n_img] if t == n_img else [])
                 fx.write(json.dumps({"text_id": t, "text": "一只狗在草地上", "image_ids": imgs}, ensure_ascii=False) + "\n")
     d = datasets.load("clip-jsonl", root=tmp_path)
-    assert len(d.train) == 8 and len(d.query) == 5  # the last text of each split matches two images
-    assert d.meta["relevance"] == "ids"
-    assert d.query.ids.tolist() == [6, 7, 8, 6, 7]
+    assert (d.train.n_images, d.train.n_texts, d.query.n_images, d.query.n_texts) == (6, 7, 3, 4)
+    assert d.meta.relevance == "pairing"
+    # the last text of each split matches two images; ids as written in the files
+    assert [d.query.pairing.images_of(t).tolist() for t in range(4)] == [[0], [1], [2], [0, 1]]
+    assert d.query.image_ids.tolist() == [1000, 1001, 1002] and d.query.text_ids.tolist() == [0, 1, 2, 3]
+    pairs = d.train.training_pairs()  # one aligned row per (text, image) pair, instance targets
+    assert len(pairs) == 8 and pairs.labels.shape == (8, 6)
 
 
 # --- protocols, split hash, cache -------------------------------------------------------------
@@ -289,16 +294,16 @@ def test_dcmh_protocol_is_seeded_disjoint_and_hashed(tmp_path):
     a = datasets.load("generic", path=tmp_path / "g.npz", n_query=50, n_train=200, seed=1)
     b = datasets.load("generic", path=tmp_path / "g.npz", n_query=50, n_train=200, seed=1)
     c = datasets.load("generic", path=tmp_path / "g.npz", n_query=50, n_train=200, seed=2)
-    assert a.meta["split_hash"] == b.meta["split_hash"] != c.meta["split_hash"]
-    s = a.meta["split"]
+    assert a.meta.split_hash == b.meta.split_hash != c.meta.split_hash
+    s = a.meta.split_indices
     assert not set(s["query"]) & set(s["retrieval"]) and len(set(s["query"]) | set(s["retrieval"])) == 500
     v = datasets.load("generic", path=tmp_path / "g.npz", n_query=50, n_train=200, seed=1, n_validation=40)
-    sv = v.meta["split"]
+    sv = v.meta.split_indices
     # Validation comes out of train; the query/retrieval split does not move.
     assert (sv["query"] == s["query"]).all() and (sv["retrieval"] == s["retrieval"]).all()
     assert set(sv["validation"]) | set(sv["train"]) == set(s["train"]) and len(sv["train"]) == 160
     assert not set(sv["validation"]) & set(sv["query"])
-    assert v.meta["split_hash"] != a.meta["split_hash"]
+    assert v.meta.split_hash != a.meta.split_hash
 
 
 def test_cache_builds_once_and_memory_maps(tmp_path):
@@ -308,9 +313,9 @@ def test_cache_builds_once_and_memory_maps(tmp_path):
     kw = dict(root=tmp_path, n_query=30, n_train=100, cache=True, cache_dir=tmp_path / "cache")
     first = datasets.load("mirflickr25k", **kw)
     second = datasets.load("mirflickr25k", **kw)
-    assert first.meta["built"] and not second.meta["built"]
-    assert first.meta["sha256"][str(src)] == second.meta["sha256"][str(src)]
-    entry = Path(first.meta["cache"])
+    assert first.meta.info["built"] and not second.meta.info["built"]
+    assert first.meta.info["sha256"][str(src)] == second.meta.info["sha256"][str(src)]
+    entry = Path(first.meta.info["cache"])
     assert isinstance(np.load(entry / "image.npy", mmap_mode="r"), np.memmap)
     assert first.fingerprint() == second.fingerprint()
     plain = datasets.load("mirflickr25k", root=tmp_path, n_query=30, n_train=100, cache=False)
@@ -319,7 +324,7 @@ def test_cache_builds_once_and_memory_maps(tmp_path):
     write_mat73(src, {"images": img, "YAll": txt, "LAll": lab})
     os.utime(src, ns=(1, 1))
     third = datasets.load("mirflickr25k", **kw)
-    assert third.meta["built"] and third.meta["cache_key"] != first.meta["cache_key"]
+    assert third.meta.info["built"] and third.meta.info["cache_key"] != first.meta.info["cache_key"]
 
 
 # --- bad input: each a DataError naming file, key and expectation ------------------------------
@@ -426,7 +431,7 @@ def test_generic_query_database_file_draws_train_from_database(tmp_path):
     np.savez(tmp_path / "qd.npz", query_image=img[:30], query_text=txt[:30], query_labels=lab[:30],
              retrieval_image=img[30:], retrieval_text=txt[30:], retrieval_labels=lab[30:])
     d = datasets.load("generic", path=tmp_path / "qd.npz", n_train=60, seed=3)
-    s = d.meta["split"]
+    s = d.meta.split_indices
     assert len(d.train) == 60 and set(s["train"]) <= set(s["retrieval"]) and (s["query"] == np.arange(30)).all()
     with pytest.raises(DataError, match=r"n_train \(drawn from the retrieval set\) = 500 is larger than the data allows \(120\)"):
         datasets.load("generic", path=tmp_path / "qd.npz", n_train=500)
@@ -442,7 +447,7 @@ def test_cache_entry_follows_content_not_path(tmp_path):
     kw = dict(n_query=10, n_train=30, cache=True, cache_dir=tmp_path / "cache")
     a = datasets.load("nus-wide-tc21", root=tmp_path / "a", **kw)
     b = datasets.load("nus-wide-tc21", root=tmp_path / "b", **kw)
-    assert a.meta["built"] and not b.meta["built"] and a.meta["cache"] == b.meta["cache"]
+    assert a.meta.info["built"] and not b.meta.info["built"] and a.meta.info["cache"] == b.meta.info["cache"]
 
 
 def test_ucch_protocol_takes_the_last_rows_as_queries(tmp_path):
@@ -454,4 +459,4 @@ def test_ucch_protocol_takes_the_last_rows_as_queries(tmp_path):
     np.testing.assert_array_equal(d.query.image, te[0])  # database then test, last 20 = the test rows
     assert d.train is d.retrieval and len(d.retrieval) == 90
     again = datasets.load("iapr-tc12", root=tmp_path, protocol="ucch", n_query=20, seed=9)
-    assert again.meta["split_hash"] == d.meta["split_hash"]  # no randomness in this protocol
+    assert again.meta.split_hash == d.meta.split_hash  # no randomness in this protocol

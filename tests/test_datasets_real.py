@@ -41,22 +41,22 @@ def test_wiki_both_packagings_identical_official_split():
     root = need("wiki")
     raw = datasets.load("wiki", root=root, packaging="raw")
     pkg = datasets.load("wiki", root=root, packaging="wikidata")
-    assert raw.meta["packaging"] == "raw" and pkg.meta["packaging"] == "wikidata"
+    assert raw.meta.info["packaging"] == "raw" and pkg.meta.info["packaging"] == "wikidata"
     for name in ("train", "query", "retrieval"):
         a, b = getattr(raw, name), getattr(pkg, name)
         for field in ("image", "text", "labels"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
-    assert raw.fingerprint() == pkg.fingerprint() and raw.meta["split_hash"] == pkg.meta["split_hash"]
+    assert raw.fingerprint() == pkg.fingerprint() and raw.meta.split_hash == pkg.meta.split_hash
     assert (len(raw.train), len(raw.query)) == (2173, 693) and raw.query is raw.retrieval
     assert raw.train.labels.sum(0).astype(int).tolist() == WIKI_TRAIN_COUNTS
     assert raw.query.labels.sum(0).astype(int).tolist() == WIKI_TEST_COUNTS
     assert raw.single_label and (raw.image_dim, raw.text_dim) == (128, 10)
-    assert raw.meta["class_names"][:3] == ["art", "biology", "geography"]
+    assert raw.meta.info["class_names"][:3] == ["art", "biology", "geography"]
     # Rows are items: image rows are L1-normalised histograms, text rows LDA proportions.
     np.testing.assert_allclose(raw.train.image.sum(1), 1, atol=1e-4)
     np.testing.assert_allclose(raw.query.text.sum(1), 1, atol=1e-4)
     # The split indices are positions in [train rows; test rows].
-    assert (raw.meta["split"]["query"] == np.arange(2173, 2866)).all()
+    assert (raw.meta.split_indices["query"] == np.arange(2173, 2866)).all()
     ref = sio.loadmat(root / "raw_features.mat")
     np.testing.assert_array_equal(raw.query.image, ref["I_te"].astype(np.float32))
 
@@ -67,18 +67,18 @@ def test_wiki_as_matlab_v73_reads_the_same(tmp_path):
     write_mat73(tmp_path / "wikiData.mat", {k: ref[k] for k in ("I_tr", "I_te", "T_tr", "T_te", "L_tr", "L_te")})
     a = datasets.load("wiki", root=root, packaging="wikidata")
     b = datasets.load("wiki", path=tmp_path / "wikiData.mat")
-    assert b.meta["packaging"] == "wikidata" and a.fingerprint() == b.fingerprint()
+    assert b.meta.info["packaging"] == "wikidata" and a.fingerprint() == b.fingerprint()
 
 
 def test_wiki_validation_from_train_only():
     root = need("wiki")
     d = datasets.load("wiki", root=root, n_validation=217, seed=5)
-    s = d.meta["split"]
+    s = d.meta.split_indices
     assert len(s["validation"]) == 217 and len(s["train"]) == 2173 - 217
     assert set(s["validation"]) <= set(range(2173)) and not set(s["validation"]) & set(s["query"])
     again = datasets.load("wiki", root=root, n_validation=217, seed=5)
     other = datasets.load("wiki", root=root, n_validation=217, seed=6)
-    assert again.meta["split_hash"] == d.meta["split_hash"] != other.meta["split_hash"]
+    assert again.meta.split_hash == d.meta.split_hash != other.meta.split_hash
 
 
 # --- MIRFlickr-25K (labels and tags only) ----------------------------------------------------
@@ -108,8 +108,8 @@ def test_mirflickr_dcmh_protocol_on_real_labels(tmp_path):
     write_mat73(tmp_path / "mirflickr25k-xall-vgg.mat", {"XAll": stand_in})
     d = datasets.load("mirflickr25k", root=root, image_path=tmp_path / "mirflickr25k-xall-vgg.mat", seed=0)
     labels, tags, _ = mirflickr.read_labels_text(root=root)
-    s = d.meta["split"]
-    assert d.meta["sizes"] == {"query": 2000, "retrieval": 18015, "train": 10000}
+    s = d.meta.split_indices
+    assert d.meta.sizes == {"query": 2000, "retrieval": 18015, "train": 10000}
     assert not set(s["query"]) & set(s["retrieval"]) and set(s["train"]) <= set(s["retrieval"])
     np.testing.assert_array_equal(d.query.labels, labels[s["query"]])
     np.testing.assert_array_equal(d.retrieval.text, tags[s["retrieval"]])
@@ -131,11 +131,11 @@ def test_uci_mfeat_views_and_pairs():
     assert np.bincount(digits).tolist() == [200] * 10
     for img_view, txt_view in (("pix", "fou"), ("mor", "zer")):
         d = datasets.load("uci-mfeat", root=root, image_view=img_view, text_view=txt_view, seed=1)
-        q = d.meta["split"]["query"]
+        q = d.meta.split_indices["query"]
         np.testing.assert_allclose(d.query.image, feats[img_view][q], rtol=1e-6)
         np.testing.assert_allclose(d.query.text, feats[txt_view][q], rtol=1e-6)
         assert (d.query.labels.argmax(1) == digits[q]).all() and d.single_label
-        assert d.meta["sizes"] == {"query": 400, "retrieval": 1600, "train": 1000}
+        assert d.meta.sizes == {"query": 400, "retrieval": 1600, "train": 1000}
 
 
 # --- Pascal Sentences captions through the text pipeline -------------------------------------

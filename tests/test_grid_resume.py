@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.run import cell_identity
+from runners.run import cell_key
 from runners.suite import load_suite
 from runners.tracking import Tracker
 
@@ -39,7 +39,7 @@ def test_killed_grid_resumes_without_duplicates(tmp_path):
     suite_file.write_text(SUITE)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     tracker = Tracker(uri, "xmodal-hash-bench")  # the parent creates the store first
-    keys = {cell_identity(c)[0] for c in load_suite(suite_file).cells()}
+    keys = {cell_key(c) for c in load_suite(suite_file).cells()}
     cmd = [sys.executable, "-m", "runners.run", "--suite", str(suite_file), "--tracking-uri", uri]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -65,7 +65,7 @@ def test_worker_processes_share_a_grid(tmp_path):
     suite_file = tmp_path / "resume.toml"
     suite_file.write_text(SUITE)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    keys = {cell_identity(c)[0] for c in load_suite(suite_file).cells()}
+    keys = {cell_key(c) for c in load_suite(suite_file).cells()}
     run = subprocess.run([sys.executable, "-m", "runners.run", "--suite", str(suite_file), "--tracking-uri", uri,
                           "--workers", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import datasets
-from runners.run import cell_identity, run_grid
+from runners.run import cell_key, run_grid
 from runners.suite import DEFAULT_SUITE, load_suite, select
 from runners.tracking import Tracker
 
@@ -22,7 +22,7 @@ def test_every_method_runs_on_real_wiki(shared_data, tmp_path, monkeypatch):
     random_map = float((labels @ labels.T > 0).float().mean())  # ~0.118: expected AP of a random ranking
     finished = tracker.finished()
     for cell in suite.cells():
-        run = finished[cell_identity(cell)[0]]
-        assert run.data.tags["split_hash"] == data.meta["split_hash"]
+        run = finished[cell_key(cell)]
+        assert run.data.tags["split_hash"] == data.meta.split_hash
         for direction in ("i2t", "t2i"):
             assert run.data.metrics[f"map_{direction}"] > random_map + 0.005, (cell.method.label, direction, run.data.metrics)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from runners import leaderboard
-from runners.run import cell_identity, run_grid
+from runners.run import cell_key, run_grid
 from runners.suite import parse_suite
 from runners.tracking import Tracker
 
@@ -44,8 +44,8 @@ def test_first_run_trains_every_cell_once(store):
     _, suite, tracker, first = store
     assert len(first.ran) == 8 and not first.reused and not first.failed
     finished = tracker.finished()
-    assert {cell_identity(c)[0] for c in suite.cells()} <= set(finished)
-    run = finished[cell_identity(suite.cells()[0])[0]]
+    assert {cell_key(c) for c in suite.cells()} <= set(finished)
+    run = finished[cell_key(suite.cells()[0])]
     tags = run.data.tags
     for tag in ("run_key", "code_version", "git_commit", "dataset_fingerprint", "device", "torch_version"):
         assert tags[tag]
@@ -65,14 +65,14 @@ def test_second_run_reuses_everything(store):
 
 def test_run_key_changes_with_config_bits_seed():
     suite = parse_suite(RAW, "tiny.toml")
-    keys = {cell_identity(c)[0] for c in suite.cells()}
+    keys = {cell_key(c) for c in suite.cells()}
     assert len(keys) == 8
 
 
 def test_leaderboard_matches_mlflow_contents(store):
     _, suite, tracker, _ = store
     finished = tracker.finished()
-    keyed = [(c, cell_identity(c)[0]) for c in suite.cells()]
+    keyed = [(c, cell_key(c)) for c in suite.cells()]
     results = leaderboard.suite_results(suite, finished, keyed)
     board = leaderboard.build_board(leaderboard.aggregate(results), "synthetic-wiki", ["DCMH", "DCMH-1ep"], [8, 16],
                                     results, tracker.per_query_ap)
@@ -171,7 +171,7 @@ def test_mlflow_server_serves_the_runs_over_rest(store, tmp_path):
         with urllib.request.urlopen(request, timeout=30) as resp:
             runs = json.load(resp)["runs"]
         served = {t["value"] for r in runs for t in r["data"]["tags"] if t["key"] == "run_key"}
-        assert served == {cell_identity(c)[0] for c in suite.cells()}
+        assert served == {cell_key(c) for c in suite.cells()}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -199,7 +199,7 @@ def test_compare_cli_prints_table_then_reruns_nothing(tmp_path):
 
 def test_artifacts_agree_with_logged_metrics(store, tmp_path):
     _, suite, tracker, _ = store
-    run = tracker.finished()[cell_identity(suite.cells()[0])[0]]
+    run = tracker.finished()[cell_key(suite.cells()[0])]
     folder = Path(tracker.client.download_artifacts(run.info.run_id, "", str(tmp_path)))
     assert {"curves.csv", "pr_curve.png", "precision_at_k.png", "per_query_ap.npz", "config.json"} <= {p.name for p in folder.iterdir()}
     from matplotlib import image as mpimg

@@ -84,10 +84,10 @@ def test_help_works(module):
 
 
 def test_shards_partition_the_grid():
-    from runners.run import cell_identity, in_shard, parse_shard
+    from runners.run import cell_key, in_shard, parse_shard
 
     suite = parse_suite({**GOOD, "bits": [8, 16, 24, 32], "seeds": [0, 1, 2]}, "s.toml")
-    keys = [cell_identity(c)[0] for c in suite.cells()]
+    keys = [cell_key(c) for c in suite.cells()]
     parts = [{k for k in keys if in_shard(k, (i, 3))} for i in range(3)]
     assert set().union(*parts) == set(keys) and sum(map(len, parts)) == len(keys)  # disjoint, complete
     assert parse_shard("1/3") == (1, 3) and parse_shard(None) is None
