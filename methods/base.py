@@ -44,7 +44,7 @@ class FitContext:
     seed: int = 0
     device: str = "cpu"
     validation: Split | None = None
-    on_epoch: Callable[[int, Mapping[str, float]], None] | None = None
+    on_report: Callable[[int, Mapping[str, float]], None] | None = None
     log: Callable[[str], None] = field(default=lambda message: None)
 
     def torch_device(self) -> torch.device:
@@ -52,8 +52,8 @@ class FitContext:
 
     def report(self, epoch: int, values: Mapping[str, float]) -> None:
         """Pass one epoch's metrics to the callback (which may raise to stop training)."""
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, dict(values))
+        if self.on_report is not None:
+            self.on_report(epoch, dict(values))
 
 
 class Encoder(ABC):

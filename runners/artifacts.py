@@ -13,6 +13,11 @@ import numpy as np
 import pandas as pd
 
 DIRECTION_TITLES = {"i2t": "image → text", "t2i": "text → image"}
+# A run's artifacts: codes.npz (the fit's outputs) and config.json at the top; what scoring
+# derives from the codes (per-query APs, curves) under eval/, rewritten when a run is rescored.
+CODES_FILE = "codes.npz"
+EVAL_DIR = "eval"
+PER_QUERY_FILE = "per_query.npz"
 
 
 def precision_ks(n_retrieval: int) -> list[int]:
@@ -63,9 +68,10 @@ def write_curves(folder: Path, curves: Mapping[str, Mapping[str, Any]]) -> None:
     plt.close(fig)
 
 
-def write_per_query(folder: Path, per_query_ap: Mapping[str, np.ndarray]) -> None:
-    """Write per_query_ap.npz: one float64 array per direction, in query order."""
-    np.savez_compressed(folder / "per_query_ap.npz", **{k: np.asarray(v, dtype=np.float64) for k, v in per_query_ap.items()})
+def write_per_query(folder: Path, per_query: Mapping[str, np.ndarray]) -> None:
+    """Write per_query.npz: one float64 array per '<metric>_<direction>', in query order (the
+    paired samples behind the leaderboard's significance tests)."""
+    np.savez_compressed(folder / PER_QUERY_FILE, **{k: np.asarray(v, dtype=np.float64) for k, v in per_query.items()})
 
 
 def write_config(folder: Path, config: Mapping[str, Any]) -> None:
@@ -74,6 +80,6 @@ def write_config(folder: Path, config: Mapping[str, Any]) -> None:
 
 
 def read_per_query(path: str | Path) -> dict[str, np.ndarray]:
-    """Return the per-direction per-query APs from a per_query_ap.npz."""
+    """Return the per-query arrays of a per_query.npz by '<metric>_<direction>'."""
     with np.load(path) as z:
         return {k: z[k] for k in z.files}

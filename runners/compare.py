@@ -4,6 +4,7 @@
     python -m runners.compare --suite benchmarks/mirflickr.toml --bits 16 32 64 --seeds 0 1 2
     python -m runners.compare --no-run --format latex --output table.tex
     python -m runners.compare --format csv --output raw.csv   # one row per run, every metric
+    python -m runners.compare --no-run --metric map_at_100_topk   # a cutoff added after the runs: no training
 
 The best mean per column is bold and marked '*'; a method whose per-query APs are not
 significantly different from the best's (paired Wilcoxon signed-rank over seeds x queries,
@@ -15,16 +16,32 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from rich.console import Console
 
-from .leaderboard import aggregate, build_board, latex_table, load_references, markdown_table, rich_table, suite_results
-from .run import add_grid_arguments, cell_key, parse_shard, run_grid, suite_from_args
-from .suite import SuiteError
+from .leaderboard import aggregate, build_board, latex_table, load_references, markdown_table, rich_table, suite_results, title
+from .evaluation import spec_for_metric
+from .records import RunRecord
+from .rescore import rescore
+from .run import add_grid_arguments, cell_key, load_cell_data, parse_shard, run_grid, suite_from_args
+from .suite import Cell, SuiteError
 from .tracking import Tracker
 
 DEFAULT_REFERENCES = Path(__file__).resolve().parent.parent / "benchmarks" / "references.toml"
+
+
+def add_metric(tracker: Tracker, finished: Mapping[str, RunRecord], keyed: Sequence[tuple[Cell, str]], metric: str) -> bool:
+    """Rescore the suite's finished runs that lack `metric` from their stored codes (no
+    training); return True if any was rescored."""
+    spec = spec_for_metric(metric)
+    lacking = [(cell, finished[key]) for cell, key in keyed if key in finished and f"{metric}_i2t" not in finished[key].metrics]
+    if spec is None or not lacking:
+        return False
+    for cell, record in lacking:
+        rescore(tracker, record, load_cell_data(cell), spec)
+    print(f"computed {metric} for {len(lacking)} runs from their stored codes", file=sys.stderr)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", help="write the table(s) to this file instead of the terminal")
     parser.add_argument("--references", default=str(DEFAULT_REFERENCES), help="published numbers to show as reference rows (default: %(default)s; 'none' for none)")
     parser.add_argument("--no-significance", action="store_true", help="skip the paired significance tests (no artifact reads)")
+    parser.add_argument("--metric", default="map", help="metric of the table, e.g. map, map_cosine, map_tie_aware, "
+                        "map_at_100_topk, p_at_50, recall_at_5 (default: %(default)s); a cutoff the runs lack is "
+                        "computed from their stored codes, without training")
     args = parser.parse_args(argv)
     try:
         suite = suite_from_args(args)
@@ -51,17 +71,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_run:
         failed = run_grid(suite, tracker, force=args.force, workers=args.workers, shard=parse_shard(args.shard)).failed
     keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
-    results = suite_results(suite, tracker.finished(), keyed)
+    finished = tracker.finished()
+    if add_metric(tracker, finished, keyed, args.metric):
+        finished = tracker.finished()
+    results = suite_results(suite, finished, keyed)
     if results.empty:
         print("no finished runs for this suite yet (run without --no-run)", file=sys.stderr)
         return 1
     if args.format == "csv":
         text = results.sort_values(["dataset", "method", "bits", "seed"]).to_csv(index=False)
     else:
-        stats = aggregate(results)
+        if f"{args.metric}_i2t" not in results:
+            print(f"error: no finished run of this suite has metric {args.metric!r}", file=sys.stderr)
+            return 2
+        stats = aggregate(results, args.metric)
         boards = [
             build_board(stats, d.name, [m.label for m in suite.methods], suite.bits, results,
-                        None if args.no_significance else tracker.per_query_ap, references)
+                        None if args.no_significance else tracker.per_query, references, metric=args.metric)
             for d in suite.datasets
         ]
         if args.format == "rich":
@@ -72,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.print(rich_table(board, suite.seeds))
             text = None
         elif args.format == "markdown":
-            text = "\n\n".join(f"### {b.dataset}\n\n{markdown_table(b, suite.seeds)}" for b in boards)
+            text = "\n\n".join(f"### {title(b, suite.seeds)}\n\n{markdown_table(b, suite.seeds)}" for b in boards)
         else:
             text = "\n\n".join(latex_table(b, suite.seeds) for b in boards)
     if text is not None:

@@ -16,26 +16,34 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from .records import RunRecord
 from .suite import Suite, SuiteError, read_toml
 
 DIRECTION_NAMES = {"i2t": "I→T", "t2i": "T→I"}
+# What a leaderboard's numbers are, by metric family (others are named as they are).
+METRIC_TITLES = {
+    "map": "mAP@all (Hamming ranking, ties by database index)",
+    "map_tie_aware": "tie-aware mAP@all (expected over random order within Hamming ties)",
+    "map_cosine": "mAP@all (cosine ranking of real-valued features)",
+}
 BEST_MARK = "*"
 TIE_MARK = "≈"
 ALPHA = 0.05
 
 
-def suite_results(suite: Suite, finished: dict[str, Any], keys: Iterable[tuple[Any, str]]) -> pd.DataFrame:
-    """Return one row per finished cell of `suite`: dataset, method (label), bits, seed, run_id, metrics.
+def suite_results(suite: Suite, finished: Mapping[str, RunRecord], keys: Iterable[tuple[Any, str]]) -> pd.DataFrame:
+    """Return one row per finished cell of `suite`: dataset, method (label), bits, seed, run_id,
+    how the fit ended (steps, best step, stop reason, seconds) and every metric.
 
     `keys` pairs each cell with its run key; cells without a finished run are left out."""
     rows = []
     for cell, key in keys:
-        run = finished.get(key)
-        if run is None:
+        record = finished.get(key)
+        if record is None:
             continue
         rows.append({
             "dataset": cell.dataset.name, "method": cell.method.label, "bits": cell.bits, "seed": cell.seed,
-            "run_id": run.info.run_id, **run.data.metrics,
+            "run_id": record.run_id, "stop_reason": record.fit.stop_reason, **record.metrics,
         })
     return pd.DataFrame(rows)
 
@@ -90,6 +98,11 @@ class Board:
     rows: dict[str, list[Entry]]
     references: dict[str, tuple[str, list[Entry]]] = field(default_factory=dict)  # label -> (source, entries)
     tested: bool = False
+    metric: str = "map"
+
+    @property
+    def metric_title(self) -> str:
+        return METRIC_TITLES.get(self.metric, self.metric)
 
     def headers(self) -> list[str]:
         return ["method"] + [f"{DIRECTION_NAMES[d]} {b}" for d, b in self.columns]
@@ -98,12 +111,13 @@ class Board:
 def build_board(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits: Sequence[int],
                 results: pd.DataFrame | None = None,
                 per_query: Callable[[str], Mapping[str, np.ndarray]] | None = None,
-                references: Sequence[Mapping[str, Any]] = ()) -> Board:
-    """Return the Board of one dataset. With `results` and `per_query` (run_id -> {direction: APs}),
-    each method is tested against the column's best on per-query APs paired over (seed, query)."""
+                references: Sequence[Mapping[str, Any]] = (), metric: str = "map") -> Board:
+    """Return the Board of one dataset for `metric` (stats from aggregate(results, metric)). With
+    `results` and `per_query` (run_id -> {'<metric>_<direction>': per-query values}), each method
+    is tested against the column's best on per-query values paired over (seed, query)."""
     columns = [(d, b) for d in DIRECTION_NAMES for b in bits]
     table = stats.loc[dataset] if dataset in stats.index.get_level_values(0) else None
-    board = Board(dataset, columns, {m: [] for m in methods}, tested=per_query is not None)
+    board = Board(dataset, columns, {m: [] for m in methods}, tested=per_query is not None, metric=metric)
     for m in methods:
         for d, b in columns:
             try:
@@ -119,11 +133,11 @@ def build_board(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits:
         board.rows[best][j].best = True
         if per_query is None or results is None:
             continue
-        best_aps = _paired_aps(results, per_query, dataset, best, b, d)
+        best_aps = _paired_aps(results, per_query, dataset, best, b, f"{metric}_{d}")
         for m in present:
             if m == best:
                 continue
-            other = _paired_aps(results, per_query, dataset, m, b, d)
+            other = _paired_aps(results, per_query, dataset, m, b, f"{metric}_{d}")
             common = sorted(set(best_aps) & set(other))
             if not common:
                 continue
@@ -131,7 +145,7 @@ def build_board(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits:
             board.rows[m][j].p_value = p
             board.rows[m][j].tie_with_best = p >= ALPHA
     for ref in references:
-        if ref["dataset"] != dataset:
+        if ref["dataset"] != dataset or ref.get("metric", "map") != metric:
             continue
         label = f"{ref['method']} (published)"
         entries = [Entry(float(ref["values"].get(f"{d}_{b}", math.nan)), published=True) for d, b in columns]
@@ -140,10 +154,16 @@ def build_board(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits:
     return board
 
 
-def _paired_aps(results: pd.DataFrame, per_query, dataset: str, method: str, bits: int, direction: str) -> dict[int, np.ndarray]:
-    """Return {seed: per-query APs} of one method and column (only seeds whose arrays agree in length)."""
+def _paired_aps(results: pd.DataFrame, per_query, dataset: str, method: str, bits: int, key: str) -> dict[int, np.ndarray]:
+    """Return {seed: per-query values under `key`} of one method and column (only seeds whose
+    arrays agree in length; none when a run lacks them)."""
     rows = results[(results.dataset == dataset) & (results.method == method) & (results.bits == bits)]
-    out = {int(r.seed): np.asarray(per_query(r.run_id)[direction]) for r in rows.itertuples()}
+    out = {}
+    for r in rows.itertuples():
+        values = per_query(r.run_id)
+        if key not in values:
+            return {}
+        out[int(r.seed)] = np.asarray(values[key])
     lengths = {len(v) for v in out.values()}
     return out if len(lengths) <= 1 else {}
 
@@ -152,14 +172,14 @@ def caption(board: Board, seeds: Sequence[int]) -> str:
     """Return the legend under a table: what the marks mean."""
     text = f"{BEST_MARK} best in column (also bold)"
     if board.tested:
-        text += f"; {TIE_MARK} not significantly different from the best (paired Wilcoxon signed-rank on per-query AP over seeds × queries, p ≥ {ALPHA})"
+        text += f"; {TIE_MARK} not significantly different from the best (paired Wilcoxon signed-rank on per-query values over seeds × queries, p ≥ {ALPHA})"
     if board.references:
         text += "; (published) rows are numbers from the papers, on their own features, not rerun here"
     return text
 
 
 def title(board: Board, seeds: Sequence[int]) -> str:
-    return f"{board.dataset} — mAP@all (Hamming ranking, ties by database index), mean ± std over seeds {list(seeds)}"
+    return f"{board.dataset} — {board.metric_title}, mean ± std over seeds {list(seeds)}"
 
 
 def rich_table(board: Board, seeds: Sequence[int]) -> Table:
@@ -206,7 +226,7 @@ def latex_table(board: Board, seeds: Sequence[int]) -> str:
 
     lines = [
         "\\begin{table}[t]", "\\centering",
-        f"\\caption{{{_latex_escape(board.dataset)}: mAP@all, mean $\\pm$ std over {len(seeds)} seeds. "
+        f"\\caption{{{_latex_escape(board.dataset)}: {_latex_escape(board.metric_title)}, mean $\\pm$ std over {len(seeds)} seeds. "
         "Bold: best per column" + ("; $^{\\approx}$: not significantly different from the best (paired Wilcoxon, $p \\ge 0.05$)" if board.tested else "") + ".}",
         "\\begin{tabular}{l" + "r" * len(board.columns) + "}", "\\toprule",
         " & " + " & ".join(f"\\multicolumn{{{len(bits)}}}{{c}}{{{latex_dirs[d]}}}" for d in dirs) + " \\\\",
@@ -224,7 +244,8 @@ def latex_table(board: Board, seeds: Sequence[int]) -> str:
 
 def load_references(path: str | Path) -> list[dict[str, Any]]:
     """Return published reference rows from a TOML file of [[reference]] tables with keys
-    dataset, method, source, and values {"i2t_16" = 0.741, ...}."""
+    dataset, method, source, values {"i2t_16" = 0.741, ...} and optionally metric (default
+    'map'; e.g. 'map_cosine' for real-valued methods' published protocol)."""
     refs = read_toml(path, "reference").get("reference", [])
     for i, ref in enumerate(refs):
         missing = {"dataset", "method", "source", "values"} - set(ref)

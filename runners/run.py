@@ -10,6 +10,7 @@ an interrupted one is recorded as KILLED. Either is rerun next time.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import tempfile
@@ -30,19 +31,22 @@ from datasets.preprocessing import describe as describe_steps, preprocess
 from methods import FitContext
 
 from . import artifacts
-from .evaluation import evaluate_encoder
-from .identity import fit_code_version, git_commit, run_key
+from .evaluation import encode_splits
+from .identity import fit_code_version, git_commit, metrics_version, run_key
 from .progress import Reporter
+from .records import FitSummary, RunRecord
+from .rescore import rescore, score_run
 from .suite import DEFAULT_SUITE, Cell, MethodEntry, Suite, SuiteError, load_suite, select
 from .tracking import Tracker
 
 
 @dataclass
 class GridReport:
-    """What a grid run did: keys reused, run, failed (with messages)."""
+    """What a grid run did: keys reused, run, rescored (stale metrics version), failed (with messages)."""
 
     reused: list[str] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
+    rescored: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -95,26 +99,34 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
 
 def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: int = 1,
              shard: tuple[int, int] | None = None, console: Console | None = None) -> GridReport:
-    """Run every cell of `suite` not already finished in `tracker` (all of them with force).
+    """Run every cell of `suite` not already finished in `tracker` (all of them with force);
+    finished runs scored by an older metrics version are rescored from their stored codes.
 
     With workers > 1 the cells go to that many spawned processes sharing the store (created here,
     in the parent, first). Progress goes to `console` (stderr): a bar on a terminal, lines otherwise."""
     report = GridReport()
     finished = {} if force else tracker.finished()
+    current = metrics_version()
     todo: list[tuple[Cell, str]] = []
+    stale: list[tuple[Cell, RunRecord]] = []
     for cell in suite.cells():
         key = cell_key(cell)
         if not in_shard(key, shard):
             continue
-        if key in finished:
-            report.reused.append(key)
-        else:
+        if key not in finished:
             todo.append((cell, key))
+        elif finished[key].metrics_version != current:
+            stale.append((cell, finished[key]))
+        else:
+            report.reused.append(key)
+    for cell, record in stale:  # cheap: no training, the codes are stored
+        rescore(tracker, record, load_cell_data(cell))
+        report.rescored.append(record.run_key)
     if not todo:
         return report
     with Reporter(len(todo), console) as reporter:
-        reporter.log(f"{len(report.reused)} of {len(report.reused) + len(todo)} runs already in MLflow; "
-                     f"running {len(todo)}" + (f" on {workers} workers" if workers > 1 else ""))
+        reporter.log(f"{len(report.reused) + len(stale)} of {len(report.reused) + len(stale) + len(todo)} runs already in "
+                     f"MLflow ({len(stale)} rescored); running {len(todo)}" + (f" on {workers} workers" if workers > 1 else ""))
         if workers <= 1:
             for cell, key in todo:
                 _record(report, reporter, key, run_cell(suite, cell, tracker, reporter))
@@ -148,24 +160,39 @@ def load_cell_data(cell: Cell, reporter: Reporter | None = None) -> CrossModalDa
     return _loaded[ds_id]
 
 
-def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | None = None) -> tuple[str, str]:
-    """Train and evaluate one cell as one MLflow run; return (final status, one-line message).
+def cell_title(cell: Cell) -> str:
+    """Return a run's name, leading with what differs between the cells of a grid."""
+    return f"{cell.method.label} {cell.bits}b seed {cell.seed} · {cell.dataset.name}"
 
-    Failures are recorded as FAILED (with the error and traceback as tags) and returned, not raised;
-    an interrupt is recorded as KILLED and re-raised."""
+
+def fit_summary(encoder: Any, seconds: float) -> FitSummary:
+    """Return the FitSummary of a fitted encoder (closed-form methods record no training loop)."""
+    record = getattr(encoder, "fit_record", None)
+    if record is None:
+        return FitSummary(seconds=seconds)
+    return FitSummary(record.steps, record.best_step, record.evaluations, record.stop_reason, seconds, record.best_score)
+
+
+def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | None = None) -> tuple[str, str]:
+    """Train one cell, store its codes, then score them, as one MLflow run; return (final status,
+    one-line message).
+
+    The codes are logged before scoring, so a failure while scoring loses no training (rescore
+    the run). Failures are recorded as FAILED (with the error and traceback as tags) and
+    returned, not raised; an interrupt is recorded as KILLED and re-raised."""
     data = load_cell_data(cell, reporter)
     key, params, version = cell_identity(cell, data)
-    title = f"{cell.dataset.name} {cell.method.label} {cell.bits} bits seed {cell.seed}"
+    title = cell_title(cell)
     if reporter:
         reporter.describe(title)
     tags = {
         "run_key": key, "suite": suite.name, "dataset": cell.dataset.name, "method": cell.method.name,
         "label": cell.method.label, "bits": cell.bits, "seed": cell.seed, "code_version": version,
-        "dataset_fingerprint": data.fingerprint(), **_environment_tags(suite.device),
+        "dataset_fingerprint": data.fingerprint(), "split_hash": data.meta.split_hash, "protocol": data.meta.protocol,
+        "relevance": data.relevance, "preprocessing": describe_steps(data.meta.preprocessing),
+        **_environment_tags(suite.device),
     }
-    tags.update({"split_hash": data.meta.split_hash, "protocol": data.meta.protocol,
-                 "relevance": data.relevance, "preprocessing": describe_steps(data.meta.preprocessing)})
-    run_params = {**{f"cfg.{k}": v for k, v in params.items()},
+    run_params = {**{f"cfg.{k}": json.dumps(v) for k, v in params.items()},
                   **{f"data.{k}": v for k, v in cell.dataset.options.items()},
                   **{f"data.preprocess.{k}": v for k, v in data.meta.preprocessing.items()},
                   "bits": cell.bits, "seed": cell.seed, "method": cell.method.name, "dataset": cell.dataset.name}
@@ -175,24 +202,28 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
         method = methods.create(cell.method.name, cell.method.overrides)
         ctx = FitContext(
             seed=cell.seed, device=suite.device, validation=data.validation,
-            on_epoch=lambda epoch, values: tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=epoch),
+            on_report=lambda step, values: tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=step),
             log=reporter.log if reporter else (lambda message: None),
         )
         encoder = method.fit(data.train.training_pairs(), cell.bits, ctx)
-        fit_seconds = time.perf_counter() - started
-        evaluation = evaluate_encoder(encoder, data)
-        results = {**evaluation.values, "fit_seconds": fit_seconds, "total_seconds": time.perf_counter() - started}
-        tracker.log_metrics(run_id, results)
-        with tempfile.TemporaryDirectory() as tmp:
+        fit = fit_summary(encoder, time.perf_counter() - started)
+        codes = encode_splits(encoder, data)
+        with tempfile.TemporaryDirectory() as tmp:  # the fit's outputs, before anything is scored
             folder = Path(tmp)
-            artifacts.write_curves(folder, evaluation.curves)
-            artifacts.write_per_query(folder, evaluation.per_query_ap)
+            codes.save(folder / artifacts.CODES_FILE)
             artifacts.write_config(folder, {"dataset": cell.dataset.name, "dataset_options": dict(cell.dataset.options),
-                                            "method": cell.method.name, "label": cell.method.label, "config": params,
-                                            "bits": cell.bits, "seed": cell.seed, "run_key": key, "code_version": version})
+                                            "preprocessing": dict(data.meta.preprocessing), "method": cell.method.name,
+                                            "label": cell.method.label, "config": params, "bits": cell.bits,
+                                            "seed": cell.seed, "run_key": key, "code_version": version,
+                                            "data": data.meta.record()})
             tracker.log_artifacts(run_id, folder)
+        tracker.log_metrics(run_id, fit.metrics())
+        tracker.set_tags(run_id, {"stop_reason": fit.stop_reason})
+        values = score_run(tracker, run_id, codes, data)
+        tracker.log_metrics(run_id, {"total_seconds": time.perf_counter() - started})
         tracker.finish(run_id, "FINISHED")
-        return "FINISHED", f"{title}: mAP I->T {results['map_i2t']:.4f}  T->I {results['map_t2i']:.4f}  ({fit_seconds:.1f}s)"
+        return "FINISHED", (f"{title}: mAP I->T {values['map_i2t']:.4f}  T->I {values['map_t2i']:.4f}  "
+                            f"({fit.seconds:.1f}s, {fit.steps} steps, {fit.stop_reason})")
     except KeyboardInterrupt:
         tracker.set_tags(run_id, {"error": "interrupted"})
         tracker.finish(run_id, "KILLED")

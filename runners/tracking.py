@@ -7,12 +7,16 @@ workers: concurrent first creation of a sqlite store crashes.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from .artifacts import EVAL_DIR, PER_QUERY_FILE, read_per_query
+from .records import RunRecord
 
 # Reading per-query APs back for the leaderboard downloads small artifacts; no progress bar each time.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -48,24 +52,25 @@ class Tracker:
         self.experiment = experiment
         self._per_query: dict[str, dict] = {}
 
-    def runs(self, status: str | None = "FINISHED") -> list[Any]:
-        """Return all runs of the experiment that carry a run_key tag (optionally of one status)."""
+    def runs(self, status: str | None = "FINISHED") -> list[RunRecord]:
+        """Return the records of all runs of the experiment that carry a run_key tag (optionally
+        of one status)."""
         query = "tags.run_key != ''"
         if status:
             query += f" and attributes.status = '{status}'"
         out, token = [], None
         while True:
             page = self.client.search_runs([self.experiment_id], filter_string=query, max_results=5000, page_token=token)
-            out.extend(page)
+            out.extend(RunRecord.from_run(run) for run in page)
             token = page.token
             if not token:
                 return out
 
-    def finished(self) -> dict[str, Any]:
-        """Return {run_key: run} for finished runs; the newest wins if a key was finished twice."""
-        by_key: dict[str, Any] = {}
-        for run in sorted(self.runs("FINISHED"), key=lambda r: r.info.start_time or 0):
-            by_key[run.data.tags["run_key"]] = run
+    def finished(self) -> dict[str, RunRecord]:
+        """Return {run_key: record} for finished runs; the newest wins if a key was finished twice."""
+        by_key: dict[str, RunRecord] = {}
+        for record in sorted(self.runs("FINISHED"), key=lambda r: r.start_time):
+            by_key[record.run_key] = record
         return by_key
 
     def start(self, run_name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> str:
@@ -86,36 +91,35 @@ class Tracker:
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
-    def log_artifacts(self, run_id: str, folder: str | Path) -> None:
-        """Copy every file of `folder` into the run's artifacts."""
-        self.client.log_artifacts(run_id, str(folder))
+    def log_artifacts(self, run_id: str, folder: str | Path, artifact_path: str | None = None) -> None:
+        """Copy every file of `folder` into the run's artifacts (under `artifact_path`)."""
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
 
-    def per_query_ap(self, run_id: str) -> dict[str, "np.ndarray"]:
-        """Return a run's per-query APs by direction (read from its per_query_ap.npz artifact)."""
-        import tempfile
-
-        import numpy as np
-
+    def per_query(self, run_id: str) -> dict[str, "np.ndarray"]:
+        """Return a run's per-query values by '<metric>_<direction>' (its eval/per_query.npz artifact)."""
         if run_id not in self._per_query:
             with tempfile.TemporaryDirectory() as tmp:
-                path = self.client.download_artifacts(run_id, "per_query_ap.npz", tmp)
-                with np.load(path) as z:
-                    self._per_query[run_id] = {k: z[k] for k in z.files}
+                path = self.client.download_artifacts(run_id, f"{EVAL_DIR}/{PER_QUERY_FILE}", tmp)
+                self._per_query[run_id] = read_per_query(path)
         return self._per_query[run_id]
+
+    def download(self, run_id: str, artifact: str, folder: str | Path) -> Path:
+        """Copy one artifact of a run into `folder`; return its local path."""
+        return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         """Close the run as FINISHED, FAILED or KILLED."""
         self.client.set_terminated(run_id, status=status)
 
 
-def runs_frame(runs: Iterable[Any]):
-    """Return a pandas DataFrame with one row per run: run_id, tags (as columns) and metrics."""
+def runs_frame(records: Iterable[RunRecord]):
+    """Return a pandas DataFrame with one row per run: run_id, status, tags (as columns) and metrics."""
     import pandas as pd
 
     rows = []
-    for run in runs:
-        row = {"run_id": run.info.run_id, "status": run.info.status}
-        row.update({f"tag.{k}": v for k, v in run.data.tags.items() if not k.startswith("mlflow.")})
-        row.update(run.data.metrics)
+    for record in records:
+        row = {"run_id": record.run_id, "status": record.status}
+        row.update({f"tag.{k}": v for k, v in record.tags.items()})
+        row.update(record.metrics)
         rows.append(row)
     return pd.DataFrame(rows)

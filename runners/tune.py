@@ -90,7 +90,7 @@ def make_objective(method_name: str, dataset_name: str, data: CrossModalData, bi
                 {**{f"cfg.{k}": v for k, v in method.params().items()}, "bits": bits, "seed": seed},
             )
 
-        def on_epoch(epoch: int, values: Mapping[str, float]) -> None:
+        def on_report(epoch: int, values: Mapping[str, float]) -> None:
             if run_id is not None:
                 tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=epoch)
             if PRUNE_KEY in values:
@@ -99,7 +99,7 @@ def make_objective(method_name: str, dataset_name: str, data: CrossModalData, bi
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         try:
-            encoder = method.fit(data.train, bits, FitContext(seed=seed, device=device, validation=data.validation, on_epoch=on_epoch))
+            encoder = method.fit(data.train.training_pairs(), bits, FitContext(seed=seed, device=device, validation=data.validation, on_report=on_report))
             value = validation_map(encoder, data)
         except optuna.TrialPruned:
             if run_id is not None:

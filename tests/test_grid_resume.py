@@ -30,7 +30,7 @@ overrides = { epochs = 4, text_hidden = [64] }
 
 
 def _finished_per_key(tracker: Tracker) -> collections.Counter:
-    return collections.Counter(r.data.tags["run_key"] for r in tracker.runs("FINISHED"))
+    return collections.Counter(r.run_key for r in tracker.runs("FINISHED"))
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def test_board_marks_best_and_ties_from_per_query_aps():
 
     def per_query(run_id):
         offset = {"A": 0.10, "B": 0.0, "C": 0.10}[run_id[0]]  # C is A up to tiny noise; B is far below
-        return {"i2t": shared + offset + noise[run_id], "t2i": shared + offset + noise[run_id]}
+        return {"map_i2t": shared + offset + noise[run_id], "map_t2i": shared + offset + noise[run_id]}
 
     results = _results()
     board = leaderboard.build_board(leaderboard.aggregate(results), "d", ["A", "B", "C"], [16], results, per_query)

@@ -81,7 +81,7 @@ def test_method_learns_codes(name, multi_label):
     data = multi_label
     seen = []
     enc = fast_method(name).fit(data.train, BITS, FitContext(seed=3, validation=data.validation,
-                                                             on_epoch=lambda e, v: seen.append((e, dict(v)))))
+                                                             on_report=lambda e, v: seen.append((e, dict(v)))))
     for modality in ("image", "text"):
         codes = enc.encode(modality, getattr(data.query, modality)[:50])
         assert codes.dtype == torch.int8 and codes.shape == (50, BITS)
@@ -133,14 +133,14 @@ def test_callback_exception_propagates(multi_label):
         raise Prune
 
     with pytest.raises(Prune):
-        fast_method("sam").fit(multi_label.train, BITS, FitContext(seed=0, validation=multi_label.validation, on_epoch=stop))
+        fast_method("sam").fit(multi_label.train, BITS, FitContext(seed=0, validation=multi_label.validation, on_report=stop))
 
 
 def test_early_stopping_restores_best_and_stops(multi_label):
     reports = []
     fast_method("dscmr-hash", epochs=40, eval_every=1, patience=2, lr=1e-2).fit(
         multi_label.train, BITS, FitContext(seed=0, validation=multi_label.validation,
-                                             on_epoch=lambda e, v: reports.append(v["val_map"])))
+                                             on_report=lambda e, v: reports.append(v["val_map"])))
     assert len(reports) < 40  # stopped early: a huge lr stops improving quickly
     best = int(np.argmax(reports))
     assert len(reports) == best + 1 + 2  # exactly `patience` evaluations after the best

@@ -23,6 +23,6 @@ def test_every_method_runs_on_real_wiki(shared_data, tmp_path, monkeypatch):
     finished = tracker.finished()
     for cell in suite.cells():
         run = finished[cell_key(cell)]
-        assert run.data.tags["split_hash"] == data.meta.split_hash
+        assert run.tags["split_hash"] == data.meta.split_hash
         for direction in ("i2t", "t2i"):
-            assert run.data.metrics[f"map_{direction}"] > random_map + 0.005, (cell.method.label, direction, run.data.metrics)
+            assert run.metrics[f"map_{direction}"] > random_map + 0.005, (cell.method.label, direction, run.metrics)

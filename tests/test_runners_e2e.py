@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from runners import leaderboard
 from runners.run import cell_key, run_grid
@@ -46,12 +47,12 @@ def test_first_run_trains_every_cell_once(store):
     finished = tracker.finished()
     assert {cell_key(c) for c in suite.cells()} <= set(finished)
     run = finished[cell_key(suite.cells()[0])]
-    tags = run.data.tags
-    for tag in ("run_key", "code_version", "git_commit", "dataset_fingerprint", "device", "torch_version"):
-        assert tags[tag]
-    assert run.data.params["cfg.epochs"] == "3" and run.data.params["data.n_items"] == "700"
-    assert 0.0 < run.data.metrics["map_i2t"] <= 1.0 and 0.0 < run.data.metrics["map_t2i"] <= 1.0
-    history = tracker.client.get_metric_history(run.info.run_id, "epoch/loss_image")
+    for tag in ("run_key", "code_version", "metrics_version", "git_commit", "dataset_fingerprint", "split_hash",
+                "preprocessing", "device", "torch_version", "stop_reason"):
+        assert run.tags[tag]
+    assert run.config()["epochs"] == 3 and run.params["data.n_items"] == "700"
+    assert 0.0 < run.metrics["map_i2t"] <= 1.0 and 0.0 < run.metrics["map_t2i"] <= 1.0
+    history = tracker.client.get_metric_history(run.run_id, "epoch/loss_image")
     assert [m.step for m in history] == [0, 1, 2]  # one point per epoch
 
 
@@ -75,12 +76,12 @@ def test_leaderboard_matches_mlflow_contents(store):
     keyed = [(c, cell_key(c)) for c in suite.cells()]
     results = leaderboard.suite_results(suite, finished, keyed)
     board = leaderboard.build_board(leaderboard.aggregate(results), "synthetic-wiki", ["DCMH", "DCMH-1ep"], [8, 16],
-                                    results, tracker.per_query_ap)
+                                    results, tracker.per_query)
     assert board.headers() == ["method", "I→T 8", "I→T 16", "T→I 8", "T→I 16"]
     # Independent recomputation straight from the MLflow runs.
     for label in ("DCMH", "DCMH-1ep"):
         for col, (direction, bits) in enumerate([("i2t", 8), ("i2t", 16), ("t2i", 8), ("t2i", 16)]):
-            values = [finished[k].data.metrics[f"map_{direction}"] for c, k in keyed if c.method.label == label and c.bits == bits]
+            values = [finished[k].metrics[f"map_{direction}"] for c, k in keyed if c.method.label == label and c.bits == bits]
             assert len(values) == 2
             assert board.rows[label][col].text().startswith(f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}")
     for col in range(4):  # exactly one best per column, marked; the other one tested against it
@@ -131,7 +132,7 @@ def test_failed_cell_is_recorded_and_rerun(tmp_path):
     report = run_grid(suite, tracker)
     assert len(report.failed) == 2 and not report.ran
     failed = tracker.runs(status="FAILED")
-    assert len(failed) == 2 and all("error" in r.data.tags for r in failed)
+    assert len(failed) == 2 and all("error" in r.tags for r in failed)
     assert not tracker.finished()
     report = run_grid(suite, tracker)
     assert len(report.failed) == 2 and len(tracker.runs(status="FAILED")) == 4
@@ -200,22 +201,80 @@ def test_compare_cli_prints_table_then_reruns_nothing(tmp_path):
 def test_artifacts_agree_with_logged_metrics(store, tmp_path):
     _, suite, tracker, _ = store
     run = tracker.finished()[cell_key(suite.cells()[0])]
-    folder = Path(tracker.client.download_artifacts(run.info.run_id, "", str(tmp_path)))
-    assert {"curves.csv", "pr_curve.png", "precision_at_k.png", "per_query_ap.npz", "config.json"} <= {p.name for p in folder.iterdir()}
+    root = Path(tracker.client.download_artifacts(run.run_id, "", str(tmp_path)))
+    assert {"codes.npz", "config.json", "eval"} <= {p.name for p in root.iterdir()}
+    folder = root / "eval"
+    assert {"curves.csv", "pr_curve.png", "precision_at_k.png", "per_query.npz"} <= {p.name for p in folder.iterdir()}
     from matplotlib import image as mpimg
     import pandas as pd
 
     for png in ("pr_curve.png", "precision_at_k.png"):
         pixels = mpimg.imread(folder / png)  # decodes as a real image
         assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
-    metrics_ = run.data.metrics
-    per_query = np.load(folder / "per_query_ap.npz")
-    assert per_query["i2t"].shape == (150,)
-    assert abs(per_query["i2t"].mean() - metrics_["map_i2t"]) < 1e-9 and abs(per_query["t2i"].mean() - metrics_["map_t2i"]) < 1e-9
+    metrics_ = run.metrics
+    per_query = np.load(folder / "per_query.npz")
+    assert per_query["map_i2t"].shape == (150,)
+    for key in ("map_i2t", "map_t2i", "map_tie_aware_i2t", "p_at_10_t2i"):
+        assert abs(per_query[key].mean() - metrics_[key]) < 1e-9
     curves = pd.read_csv(folder / "curves.csv")
     p10 = curves[(curves.direction == "t2i") & (curves.curve == "precision_at_k") & (curves.x == 10)].precision.item()
     assert abs(p10 - metrics_["p_at_10_t2i"]) < 1e-9
     pr = curves[(curves.direction == "i2t") & (curves.curve == "pr_by_radius")]
     assert list(pr.x) == list(range(9)) and abs(pr.recall.iloc[-1] - 1.0) < 1e-9  # radius K holds everything
-    config = json.loads((folder / "config.json").read_text())
-    assert config["run_key"] == run.data.tags["run_key"] and config["config"]["epochs"] == 3
+    config = json.loads((root / "config.json").read_text())
+    assert config["run_key"] == run.run_key and config["config"]["epochs"] == 3
+
+
+def test_stored_codes_reproduce_every_logged_number(store, tmp_path):
+    _, suite, tracker, _ = store
+    from runners.evaluation import evaluate_codes
+    from runners.rescore import stored_codes
+    from runners.run import load_cell_data
+
+    cell = suite.cells()[0]
+    record = tracker.finished()[cell_key(cell)]
+    codes = stored_codes(tracker, record)
+    data = load_cell_data(cell)
+    assert codes.codes["query.image"].shape == (150, 8) and codes.codes["query.image"].dtype == torch.int8
+    values = evaluate_codes(codes, data, curves=False).values
+    for key in ("map_i2t", "map_t2i", "map_tie_aware_i2t", "map_at_50_topk_t2i", "p_at_10_i2t"):
+        assert values[key] == pytest.approx(record.metrics[key], abs=1e-12)
+
+
+def test_new_metric_fills_from_stored_codes_without_training(store, tmp_path):
+    uri, suite, tracker, _ = store
+    before = {r.run_id for r in tracker.runs(status=None)}
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text(
+        'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
+        'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 3, text_hidden = [64] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { epochs = 1, text_hidden = [64] }\n'
+    )
+    out = subprocess.run([sys.executable, "-m", "runners.compare", "--suite", str(suite_file), "--tracking-uri", uri,
+                          "--experiment", "e2e", "--metric", "map_at_100_topk", "--format", "markdown"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "computed map_at_100_topk for 8 runs" in out.stderr and "running" not in out.stderr
+    assert {r.run_id for r in tracker.runs(status=None)} == before  # nothing trained
+    # Independent check of one filled cell: the truncated AP straight from the reference loop.
+    from metrics.reference import reference_average_precisions_at_k
+    from runners.rescore import stored_codes
+    from runners.run import load_cell_data
+
+    cell = suite.cells()[0]
+    record = tracker.finished()[cell_key(cell)]
+    codes, data = stored_codes(tracker, record), load_cell_data(cell)
+    ref = reference_average_precisions_at_k(codes.codes["query.image"].numpy(), codes.codes["query.text"].numpy(),
+                                            data.query.labels, data.query.labels, 100, variant="topk")
+    assert record.metrics["map_at_100_topk_i2t"] == pytest.approx(float(np.mean(ref)), abs=1e-12)
+    assert "| DCMH |" in out.stdout and "map_at_100_topk" in out.stdout  # the table of the new metric
+
+
+def test_stale_metrics_version_is_rescored_not_retrained(store):
+    _, suite, tracker, _ = store
+    record = tracker.finished()[cell_key(suite.cells()[1])]
+    tracker.set_tags(record.run_id, {"metrics_version": "older-metrics-code"})
+    report = run_grid(suite, tracker)
+    assert not report.ran and report.rescored == [record.run_key] and len(report.reused) == 7
+    assert tracker.finished()[record.run_key].metrics_version != "older-metrics-code"

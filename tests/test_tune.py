@@ -64,8 +64,8 @@ def test_sqlite_study_starts_from_the_defaults_and_logs_each_trial(tmp_path):
     assert "| DCMH (tuned) |" in compare.stdout
     runs = Tracker(f"sqlite:///{tmp_path / 'runs.db'}").finished().values()
     best = json.loads(study.best_trial.user_attrs["overrides"])
-    params = next(iter(runs)).data.params
-    assert all(params[f"cfg.{k}"] == str(v if not isinstance(v, list) else v) for k, v in best.items() if k not in ("text_hidden",))
+    config = next(iter(runs)).config()
+    assert all(config[k] == v for k, v in best.items())
 
 
 def test_journal_file_storage_resumes_the_same_study(tmp_path):
