@@ -87,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = aggregate(results, args.metric)
         boards = [
             build_board(stats, d.name, [m.label for m in suite.methods], suite.bits, results,
-                        None if args.no_significance else tracker.per_query, references, metric=args.metric)
+                        None if args.no_significance else tracker.per_query, references, metric=args.metric,
+                        note=suite.config_note())
             for d in suite.datasets
         ]
         if args.format == "rich":

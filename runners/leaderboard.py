@@ -99,6 +99,7 @@ class Board:
     references: dict[str, tuple[str, list[Entry]]] = field(default_factory=dict)  # label -> (source, entries)
     tested: bool = False
     metric: str = "map"
+    note: str = ""  # what the configs are (defaults or tuned), shown under the table
 
     @property
     def metric_title(self) -> str:
@@ -111,13 +112,13 @@ class Board:
 def build_board(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits: Sequence[int],
                 results: pd.DataFrame | None = None,
                 per_query: Callable[[str], Mapping[str, np.ndarray]] | None = None,
-                references: Sequence[Mapping[str, Any]] = (), metric: str = "map") -> Board:
+                references: Sequence[Mapping[str, Any]] = (), metric: str = "map", note: str = "") -> Board:
     """Return the Board of one dataset for `metric` (stats from aggregate(results, metric)). With
     `results` and `per_query` (run_id -> {'<metric>_<direction>': per-query values}), each method
     is tested against the column's best on per-query values paired over (seed, query)."""
     columns = [(d, b) for d in DIRECTION_NAMES for b in bits]
     table = stats.loc[dataset] if dataset in stats.index.get_level_values(0) else None
-    board = Board(dataset, columns, {m: [] for m in methods}, tested=per_query is not None, metric=metric)
+    board = Board(dataset, columns, {m: [] for m in methods}, tested=per_query is not None, metric=metric, note=note)
     for m in methods:
         for d, b in columns:
             try:
@@ -175,6 +176,8 @@ def caption(board: Board, seeds: Sequence[int]) -> str:
         text += f"; {TIE_MARK} not significantly different from the best (paired Wilcoxon signed-rank on per-query values over seeds × queries, p ≥ {ALPHA})"
     if board.references:
         text += "; (published) rows are numbers from the papers, on their own features, not rerun here"
+    if board.note:
+        text += f"; {board.note}"
     return text
 
 

@@ -36,7 +36,7 @@ from .identity import fit_code_version, git_commit, metrics_version, run_key
 from .progress import Reporter
 from .records import FitSummary, RunRecord
 from .rescore import rescore, score_run
-from .suite import DEFAULT_SUITE, Cell, MethodEntry, Suite, SuiteError, load_suite, select
+from .suite import DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, load_suite, load_tuned, select
 from .tracking import Tracker
 
 
@@ -145,19 +145,24 @@ def _record(report: GridReport, reporter: Reporter, key: str, outcome: tuple[str
 _loaded: dict[str, CrossModalData] = {}
 
 
-def load_cell_data(cell: Cell, reporter: Reporter | None = None) -> CrossModalData:
-    """Return the cell's data set, preprocessed as the suite declares; only the most recent one
+def load_dataset(entry: DatasetEntry, reporter: Reporter | None = None) -> CrossModalData:
+    """Return a suite's data set, preprocessed as the suite declares; only the most recent one
     stays in memory (cells come grouped by data set)."""
-    ds_id = repr((cell.dataset.name, sorted(cell.dataset.options.items()), cell.dataset.preprocess))
+    ds_id = repr((entry.name, sorted(entry.options.items()), entry.preprocess))
     if ds_id not in _loaded:
         _loaded.clear()
         if reporter:
-            reporter.describe(f"loading {cell.dataset.name}")
-        data = datasets.load(cell.dataset.name, **cell.dataset.options)
-        _loaded[ds_id] = preprocess(data, cell.dataset.preprocess)
+            reporter.describe(f"loading {entry.name}")
+        data = datasets.load(entry.name, **entry.options)
+        _loaded[ds_id] = preprocess(data, entry.preprocess)
         if reporter:
             reporter.log(_loaded[ds_id].summary())
     return _loaded[ds_id]
+
+
+def load_cell_data(cell: Cell, reporter: Reporter | None = None) -> CrossModalData:
+    """Return the cell's data set (see load_dataset)."""
+    return load_dataset(cell.dataset, reporter)
 
 
 def cell_title(cell: Cell) -> str:
@@ -281,6 +286,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the grid (default: %(default)s)")
     parser.add_argument("--shard", metavar="I/N", help="run only shard I of N (cells split by run key): one per machine")
     parser.add_argument("--params-from", metavar="STUDY", help="use the best config of this Optuna study for its method")
+    parser.add_argument("--tuned", metavar="FILE", help="run every method with its tuned config from FILE (written by runners.tune --suite)")
     parser.add_argument("--optuna-storage", default="sqlite:///optuna.db", help="storage of --params-from (default: %(default)s)")
 
 
@@ -291,6 +297,8 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
     if device and device.startswith("cuda") and not torch.cuda.is_available():
         raise SuiteError(f"--device {device}: CUDA is not available here; use cpu")
     suite = select(suite, datasets_=args.datasets, methods_=args.methods, bits=args.bits, seeds=args.seeds, device=device)
+    if getattr(args, "tuned", None):
+        suite = load_tuned(args.tuned, suite)
     if getattr(args, "params_from", None):
         from .tune import best_overrides, open_storage  # optuna is only imported when asked for
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -29,7 +29,7 @@ from methods.base import ConfigError, check_bits
 
 DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "default.toml"
 
-SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods"}
+SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods", "stopping"}
 DATASET_KEYS = {"name", "options", "preprocess"}
 METHOD_KEYS = {"name", "label", "overrides"}
 
@@ -65,6 +65,20 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class TunedConfigs:
+    """Tuned config overrides per (data set, method label), as runners.tune --suite writes them."""
+
+    source: str
+    trials: int
+    bits: int
+    overrides: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+
+    def note(self) -> str:
+        return (f"configs tuned by runners.tune ({self.trials} Optuna trials per method at {self.bits} bits on the "
+                f"validation split; {self.source})")
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     source: str
@@ -74,13 +88,25 @@ class Suite:
     seeds: tuple[int, ...]
     device: str = "cpu"
     description: str = ""
+    stopping: Mapping[str, Any] = field(default_factory=dict)  # the shared stopping rule (methods.training)
+    tuned: TunedConfigs | None = None
+
+    def method_for(self, dataset: DatasetEntry, method: MethodEntry) -> MethodEntry:
+        """Return `method` as it runs on `dataset`: with the tuned overrides when the suite has them."""
+        if self.tuned is None or (dataset.name, method.label) not in self.tuned.overrides:
+            return method
+        return replace(method, overrides={**method.overrides, **self.tuned.overrides[dataset.name, method.label]})
 
     def cells(self) -> list[Cell]:
         """Return the grid in a stable order: dataset, method, bits, seed."""
         return [
-            Cell(d, m, b, s)
+            Cell(d, self.method_for(d, m), b, s)
             for d in self.datasets for m in self.methods for b in self.bits for s in self.seeds
         ]
+
+    def config_note(self) -> str:
+        """Return what the table's configs are: the methods' defaults (with the suite's overrides) or tuned."""
+        return self.tuned.note() if self.tuned else "configs: each method's defaults (and the suite's overrides)"
 
 
 def _unknown_keys(found: Mapping[str, Any], accepted: set[str], where: str) -> None:
@@ -152,6 +178,7 @@ def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
         seeds=_int_list(raw["seeds"], f"{source}: seeds", positive=False),
         device=str(raw.get("device", "cpu")),
         description=str(raw.get("description", "")),
+        stopping=dict(raw.get("stopping", {})),
     )
     check_suite(suite)
     return suite
@@ -167,7 +194,7 @@ def check_suite(suite: Suite) -> None:
     labels = [m.label for m in suite.methods]
     if len(set(labels)) != len(labels):
         raise SuiteError(f"{suite.source}: method labels must be unique, got {labels}; set 'label' to tell them apart")
-    for m in suite.methods:
+    for m in [suite.method_for(d, m) for d in suite.datasets for m in suite.methods]:
         try:
             methods.create(m.name, m.overrides)
         except (methods.UnknownNameError, ConfigError) as exc:
@@ -200,15 +227,36 @@ def select(
 
     raw_bits = suite.bits if bits is None else _int_list(list(bits), "--bits", positive=True)
     raw_seeds = suite.seeds if seeds is None else _int_list(list(seeds), "--seeds", positive=False)
-    narrowed = Suite(
-        name=suite.name,
-        source=suite.source,
+    narrowed = replace(
+        suite,
         datasets=pick(suite.datasets, datasets_, lambda n: DatasetEntry(n)),
         methods=pick(suite.methods, methods_, lambda n: MethodEntry(n, n)),
         bits=raw_bits,
         seeds=raw_seeds,
         device=device or suite.device,
-        description=suite.description,
     )
     check_suite(narrowed)
     return narrowed
+
+
+def load_tuned(path: str | Path, suite: Suite) -> Suite:
+    """Return `suite` running the tuned configs of file `path` (written by runners.tune --suite);
+    SuiteError if the file is malformed or names a method or data set the suite lacks."""
+    raw = read_toml(path, "tuned-configs")
+    where = str(path)
+    for key in ("trials", "bits", "tuned"):
+        if key not in raw:
+            raise SuiteError(f"{where}: missing key {key!r}; expected the file runners.tune --suite writes")
+    overrides = {}
+    labels = {m.label for m in suite.methods}
+    names = {d.name for d in suite.datasets}
+    for i, entry in enumerate(raw["tuned"]):
+        missing = {"dataset", "label", "overrides"} - set(entry)
+        if missing:
+            raise SuiteError(f"{where}: tuned[{i}] lacks {sorted(missing)}")
+        if entry["label"] not in labels or entry["dataset"] not in names:
+            continue  # tuned for another selection of the suite
+        overrides[entry["dataset"], entry["label"]] = dict(entry["overrides"])
+    tuned = replace(suite, tuned=TunedConfigs(where, int(raw["trials"]), int(raw["bits"]), overrides))
+    check_suite(tuned)
+    return tuned

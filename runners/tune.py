@@ -1,7 +1,14 @@
-"""Optuna study of one method's hyperparameters on the validation split (never the query set).
+"""Optuna studies of methods' hyperparameters on the validation split (never the query set).
 
     python -m runners.tune --method sam --dataset synthetic-mirflickr --bits 32 --trials 60
+    python -m runners.tune --suite benchmarks/fair/wiki.toml --trials 20 --output tuned.toml
+    python -m runners.compare --suite benchmarks/fair/wiki.toml --tuned tuned.toml
     optuna-dashboard sqlite:///optuna.db
+
+With --suite, every method of the suite on every data set gets the same trial budget (one study
+per pair, at one bit length, the data preprocessed as the suite says); the best config of each
+study goes into one tuned-configs file that `runners.run` / `runners.compare --tuned FILE` read,
+and whose tables say that their configs are tuned.
 
 Trial 0 is the method's default config, so the report shows what tuning gained over it. The
 objective is validation mAP (mean of I->T and T->I), validation items as queries against the
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import optuna
@@ -25,6 +33,7 @@ from rich.table import Table
 import datasets
 import methods
 from datasets import CrossModalData
+from datasets.preprocessing import preprocess
 from methods import FitContext
 from methods.base import ConfigError, HashingMethod, check_bits
 
@@ -69,7 +78,7 @@ def create_study(storage: Any, name: str, seed: int, attrs: Mapping[str, Any]) -
 
 
 def make_objective(method_name: str, dataset_name: str, data: CrossModalData, bits: int, seed: int, device: str,
-                   base: Mapping[str, Any], tracker: Tracker | None, study_name: str):
+                   base: Mapping[str, Any], tracker: Tracker | None, study_name: str, stopping: Any = None):
     """Return the objective: fit with the trial's overrides, return validation mAP.
 
     The enqueued default trial (user attr is_default) suggests nothing: the config's own values."""
@@ -154,18 +163,95 @@ def report(study: optuna.Study, console: Console) -> dict[str, Any]:
     return summary
 
 
+def run_study(study: optuna.Study, method_name: str, dataset_name: str, data: CrossModalData, *, bits: int, seed: int,
+              device: str, base: Mapping[str, Any], tracker: Tracker | None, trials: int, timeout: float | None = None,
+              stopping: Any = None) -> None:
+    """Run `trials` trials of `study` (fit on the training split, score on validation)."""
+    if data.validation is None:
+        raise SuiteError(f"data set {dataset_name!r} has no validation split; tuning never uses the query set "
+                         "(set n_validation in its options)")
+    objective = make_objective(method_name, dataset_name, data, bits, seed, device, base, tracker, study.study_name, stopping)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(RuntimeError, FloatingPointError),
+                   show_progress_bar=sys.stderr.isatty())
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
+def write_tuned(path: Path, suite_source: str, trials: int, bits: int, rows: list[dict[str, Any]]) -> None:
+    """Write the tuned-configs file that runners.run / runners.compare --tuned read."""
+    lines = [f"# Written by: python -m runners.tune --suite {suite_source} --trials {trials} --bits {bits}",
+             "# Best validation-mAP config per (data set, method); the query set was never used.",
+             f"suite = {_toml_value(suite_source)}", f"trials = {trials}", f"bits = {bits}", ""]
+    for row in rows:
+        lines += ["[[tuned]]", *(f"{k} = {_toml_value(row[k])}" for k in ("dataset", "label", "method", "study",
+                                                                           "default_value", "best_value")),
+                  "overrides = { " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in row["overrides"].items()) + " }", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, storage_url: str, output: Path,
+               tracker: Tracker | None, console: Console, selection: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Tune every (data set, method) of a suite with the same trial budget; write and return the
+    tuned configs."""
+    from .run import load_dataset
+    from .suite import load_suite, select
+
+    suite = select(load_suite(suite_path), **selection)
+    bits = bits or suite.bits[len(suite.bits) // 2]
+    storage = open_storage(storage_url)
+    for m in suite.methods:  # every method must be tunable: equal budgets, or the table is unfair
+        if methods.get(m.name).search_space.__func__ is HashingMethod.search_space.__func__:
+            raise SuiteError(f"method {m.name!r} declares no search space; every method of a tuned suite needs one")
+    studies = []
+    for entry in suite.datasets:  # create every study first, in this process, before any trial runs
+        for m in suite.methods:
+            name = f"{suite.name}-{entry.name}-{m.label}-{bits}b".replace(" ", "_")
+            attrs = {"method": m.name, "dataset": entry.name, "bits": bits,
+                     "dataset_options": json.dumps(dict(entry.options), sort_keys=True),
+                     "overrides": json.dumps(dict(m.overrides), sort_keys=True)}
+            studies.append((entry, m, create_study(storage, name, seed, attrs)))
+    rows = []
+    for entry, m, study in studies:
+        data = load_dataset(entry)
+        console.print(f"tuning {m.label} on {entry.name} at {bits} bits ({trials} trials)", markup=False, highlight=False)
+        run_study(study, m.name, entry.name, data, bits=bits, seed=seed, device=suite.device, base=m.overrides,
+                  tracker=tracker, trials=trials, stopping=suite.stopping)
+        summary = report(study, console)
+        rows.append({"dataset": entry.name, "label": m.label, "method": m.name, "study": study.study_name,
+                     "default_value": summary["default"] if summary["default"] is not None else float("nan"),
+                     "best_value": summary["best"], "overrides": summary["best_overrides"]})
+    write_tuned(output, suite_path, trials, bits, rows)
+    console.print(f"wrote {output}: run the tuned table with python -m runners.compare --suite {suite_path} --tuned {output}",
+                  markup=False, highlight=False)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runners.tune", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--method", required=True, help=f"method to tune (known: {', '.join(methods.available())})")
-    parser.add_argument("--dataset", required=True, help=f"data set (known: {', '.join(datasets.available())})")
+    parser.add_argument("--suite", help="tune every method of this suite on every data set (same trial budget each)")
+    parser.add_argument("--output", help="--suite: tuned-configs file to write (default: tuned-<suite>.toml)")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME", help="--suite: only these data sets")
+    parser.add_argument("--methods", nargs="+", metavar="NAME", help="--suite: only these methods (names or labels)")
+    parser.add_argument("--method", help=f"method to tune (known: {', '.join(methods.available())})")
+    parser.add_argument("--dataset", help=f"data set (known: {', '.join(datasets.available())})")
     parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=JSON",
                         help="loader option, e.g. n_items=6000 (repeatable; values parsed as JSON)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                         help="fixed config override for every trial, e.g. epochs=20 (repeatable)")
-    parser.add_argument("--bits", type=int, default=32, help="hash length (default: %(default)s)")
-    parser.add_argument("--trials", type=int, default=20, help="trials this process runs (default: %(default)s)")
+    parser.add_argument("--bits", type=int, help="hash length (default: 32; --suite: the suite's middle one)")
+    parser.add_argument("--trials", type=int, default=20, help="trials per study this process runs (default: %(default)s)")
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed for the sampler, the data and training (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
@@ -175,37 +261,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--experiment", default="xmodal-hash-bench-tuning", help="MLflow experiment (default: %(default)s)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log trials to MLflow")
     args = parser.parse_args(argv)
+    console = Console()
     try:
-        cls = methods.get(args.method)
-        datasets.get_loader(args.dataset)
-        bits = check_bits(args.bits)
         if args.trials < 1:
             raise ValueError(f"--trials must be at least 1, got {args.trials}")
+        if args.bits is not None:
+            check_bits(args.bits)
+        if args.suite:
+            if args.method or args.dataset:
+                raise ValueError("--suite tunes every method of the suite; leave out --method and --dataset")
+            tracker = None if args.no_mlflow else Tracker(args.tracking_uri, args.experiment)
+            output = Path(args.output or f"tuned-{Path(args.suite).stem}.toml")
+            tune_suite(args.suite, trials=args.trials, bits=args.bits, seed=args.seed, storage_url=args.storage,
+                       output=output, tracker=tracker, console=console,
+                       selection={"datasets_": args.datasets, "methods_": args.methods})
+            return 0
+        if not (args.method and args.dataset):
+            raise ValueError("give --suite FILE, or both --method and --dataset")
+        cls = methods.get(args.method)
+        datasets.get_loader(args.dataset)
+        bits = check_bits(args.bits or 32)
         parse_kv = lambda items, flag: {k: json.loads(v) for k, v in (_split_kv(i, flag) for i in items)}  # noqa: E731
         loader_opts = parse_kv(args.dataset_option, "--dataset-option")
         base = parse_kv(args.override, "--override")
         cls.from_overrides(base)
         if cls.search_space.__func__ is HashingMethod.search_space.__func__:
             raise ValueError(f"method {args.method!r} declares no search space")
-    except (ValueError, ConfigError, methods.UnknownNameError) as exc:
+    except (ValueError, ConfigError, methods.UnknownNameError, SuiteError) as exc:
         parser.exit(2, f"error: {exc}\n")
-    console = Console()
     name = args.study_name or default_study_name(args.method, args.dataset, bits)
     storage = open_storage(args.storage)
     attrs = {"method": args.method, "dataset": args.dataset, "bits": bits, "dataset_options": json.dumps(loader_opts, sort_keys=True),
              "overrides": json.dumps(base, sort_keys=True)}
     try:
         study = create_study(storage, name, args.seed, attrs)
+        data = preprocess(datasets.load(args.dataset, **loader_opts), "auto")
+        tracker = None if args.no_mlflow else Tracker(args.tracking_uri, args.experiment)
+        run_study(study, args.method, args.dataset, data, bits=bits, seed=args.seed, device=args.device, base=base,
+                  tracker=tracker, trials=args.trials, timeout=args.timeout)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
-    data = datasets.load(args.dataset, **loader_opts)
-    if data.validation is None:
-        parser.exit(2, f"error: data set {args.dataset!r} has no validation split; tuning never uses the query set\n")
-    tracker = None if args.no_mlflow else Tracker(args.tracking_uri, args.experiment)
-    objective = make_objective(args.method, args.dataset, data, bits, args.seed, args.device, base, tracker, name)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=args.trials, timeout=args.timeout,
-                   catch=(RuntimeError, FloatingPointError), show_progress_bar=sys.stderr.isatty())
     report(study, console)
     return 0
 

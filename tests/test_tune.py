@@ -164,3 +164,32 @@ def test_two_workers_share_a_study_on_postgresql(tmp_path, postgres_url):
     numbers = sorted(t.number for t in study.trials)
     assert numbers == [0, 1, 2, 3]  # 2 workers x 2 trials, no trial lost or run twice
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
+
+
+def test_suite_tuning_gives_every_method_the_same_budget_and_feeds_compare(tmp_path):
+    suite = tmp_path / "two.toml"
+    suite.write_text('name = "two"\nbits = [16]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
+                     'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 80 }\n'
+                     '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 2, text_hidden = [64] }\n'
+                     '[[methods]]\nname = "dscmr"\nlabel = "DSCMR"\noverrides = { epochs = 2, hidden = 64, common = 32 }\n')
+    storage, out = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "tuned.toml"
+    proc = subprocess.run([sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", "3", "--storage", storage,
+                           "--no-mlflow", "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    for label in ("DCMH", "DSCMR"):  # one study per method, the same number of trials each
+        study = optuna.load_study(study_name=f"two-synthetic-wiki-{label}-16b", storage=storage)
+        assert len(study.trials) == 3 and study.trials[0].user_attrs.get("is_default")
+    import tomllib
+
+    tuned = tomllib.loads(out.read_text())
+    assert tuned["trials"] == 3 and tuned["bits"] == 16 and {t["label"] for t in tuned["tuned"]} == {"DCMH", "DSCMR"}
+    dscmr = next(t for t in tuned["tuned"] if t["label"] == "DSCMR")
+    best = optuna.load_study(study_name="two-synthetic-wiki-DSCMR-16b", storage=storage).best_trial
+    assert dscmr["overrides"] == json.loads(best.user_attrs["overrides"]) and dscmr["best_value"] == pytest.approx(best.value)
+    compare = subprocess.run([sys.executable, "-m", "runners.compare", "--suite", str(suite), "--tuned", str(out),
+                              "--tracking-uri", f"sqlite:///{tmp_path / 'runs.db'}", "--format", "markdown"],
+                             cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert compare.returncode == 0, compare.stderr
+    assert "configs tuned by runners.tune (3 Optuna trials per method at 16 bits" in compare.stdout
+    record = next(r for r in Tracker(f"sqlite:///{tmp_path / 'runs.db'}").finished().values() if r.label == "DSCMR")
+    assert all(record.config()[k] == v for k, v in dscmr["overrides"].items())
