@@ -268,7 +268,7 @@ def _variant(name: str, doc: str, **defaults):
     """Register a SAM ablation: a subclass whose Config only changes defaults."""
     cfg = dataclass(frozen=True)(type(f"{name.title().replace('-', '')}Config", (SAMConfig,),
                                       {"__annotations__": {k: SAMConfig.__annotations__[k] for k in defaults}, **defaults}))
-    cls = type(name.title().replace("-", ""), (SAM,), {"Config": cfg, "__doc__": doc})
+    cls = type(name.title().replace("-", ""), (SAM,), {"Config": cfg, "__doc__": doc, "__module__": __name__})
     return register(name)(cls)
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import inspect
 import json
 import subprocess
-import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -60,6 +60,8 @@ def _resolve(node: ast.ImportFrom, package: str) -> str:
 
 
 def _package_of(path: Path, root: Path) -> str:
+    if not path.is_relative_to(root):
+        return ""
     name = _module_name(path, root)
     return name if path.name == "__init__.py" else name.rpartition(".")[0]
 
@@ -100,11 +102,14 @@ def _imports(path: Path, root: Path) -> tuple[set[str], set[str]]:
     return {m for m in follow if _module_file(m, root) is not None}, leaves
 
 
-def import_closure(modules: Iterable[str], root: Path = REPO_ROOT) -> list[Path]:
-    """Return every project source file reached from `modules` by following imports, sorted."""
+def import_closure(modules: Iterable[str], root: Path = REPO_ROOT, files: Iterable[Path] = ()) -> list[Path]:
+    """Return every project source file reached from `modules` (and from the source `files` of
+    modules outside the project, e.g. a suite's plug-ins) by following imports, sorted."""
     todo = list(modules)
     seen: dict[str, Path] = {}
-    files: set[Path] = set()
+    files = set(files)
+    for path in list(files):
+        todo.extend(_imports(path, path.parent)[0])
     while todo:
         mod = todo.pop()
         if mod in seen or (path := _module_file(mod, root)) is None:
@@ -125,8 +130,16 @@ def digest(paths: Iterable[Path], root: Path = REPO_ROOT) -> str:
     return h.hexdigest()[:12]
 
 
-def _defining_module(obj: Any) -> str:
-    return sys.modules[obj.__module__].__name__
+def _roots(objects: Iterable[Any], root: Path) -> tuple[list[str], list[Path]]:
+    """Return (project module names, source files of outside modules) defining `objects`."""
+    names, outside = [], []
+    for obj in objects:
+        name = obj.__module__
+        if _module_file(name, root) is not None:
+            names.append(name)
+        else:
+            outside.append(Path(inspect.getfile(obj)).resolve())
+    return names, outside
 
 
 @lru_cache(maxsize=None)
@@ -134,8 +147,8 @@ def fit_code_version(method_name: str, dataset_name: str, root: Path = REPO_ROOT
     """Return '<method version>-<12 hex>' over the import closure of the method's and the
     loader's modules and the preprocessing module."""
     method_cls = methods.get(method_name)
-    loader = datasets.get_loader(dataset_name)
-    files = import_closure([_defining_module(method_cls), _defining_module(loader), "datasets.preprocessing"], root)
+    names, outside = _roots([method_cls, datasets.get_loader(dataset_name)], root)
+    files = import_closure([*names, "datasets.preprocessing"], root, outside)
     return f"{method_cls.version}-{digest(files, root)}"
 
 

@@ -36,7 +36,8 @@ from .identity import fit_code_version, git_commit, metrics_version, run_key
 from .progress import Reporter
 from .records import FitSummary, RunRecord
 from .rescore import rescore, score_run
-from .suite import DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, load_suite, load_tuned, select
+from .suite import (DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, import_plugins, load_suite,
+                    load_tuned, select)
 from .tracking import Tracker
 
 
@@ -250,6 +251,7 @@ def _worker_init(uri: str, experiment: str, threads: int) -> None:
 
 def _worker_run(suite: Suite, cell: Cell) -> tuple[str, str]:
     assert _worker_tracker is not None
+    import_plugins(suite.imports)  # a fresh process knows only the built-in methods and data sets
     return run_cell(suite, cell, _worker_tracker)
 
 

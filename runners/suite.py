@@ -18,6 +18,10 @@ or a non-positive bit length is a one-line SuiteError naming the file, the key a
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib
+import importlib.util
+import sys
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +33,7 @@ from methods.base import ConfigError, check_bits
 
 DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "default.toml"
 
-SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods", "stopping"}
+SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods", "stopping", "imports"}
 DATASET_KEYS = {"name", "options", "preprocess"}
 METHOD_KEYS = {"name", "label", "overrides"}
 
@@ -90,6 +94,7 @@ class Suite:
     description: str = ""
     stopping: Mapping[str, Any] = field(default_factory=dict)  # the shared stopping rule (methods.training)
     tuned: TunedConfigs | None = None
+    imports: tuple[str, ...] = ()  # modules or .py files that register methods / data sets of one's own
 
     def method_for(self, dataset: DatasetEntry, method: MethodEntry) -> MethodEntry:
         """Return `method` as it runs on `dataset`: with the tuned overrides when the suite has them."""
@@ -159,9 +164,37 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         raise SuiteError(f"{path}: not valid TOML ({exc})") from None
 
 
+def import_plugins(entries: Sequence[str], where: str = "imports") -> None:
+    """Import each entry (a module name, or a .py file path) so the methods and data sets it
+    registers exist; a file is imported once per process under a name derived from its path."""
+    for entry in entries:
+        try:
+            if entry.endswith(".py"):
+                path = Path(entry).resolve()
+                name = "xmh_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+                if name in sys.modules:
+                    continue
+                spec = importlib.util.spec_from_file_location(name, path)
+                if spec is None or not path.is_file():
+                    raise SuiteError(f"{where}: {entry!r} is not a Python file")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(entry)
+        except SuiteError:
+            raise
+        except Exception as exc:  # the plug-in's own error, in one line
+            raise SuiteError(f"{where}: importing {entry!r} failed: {type(exc).__name__}: {exc}") from None
+
+
 def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
     """Return a checked Suite from the parsed TOML mapping `raw` read from `source`."""
     _unknown_keys(raw, SUITE_KEYS, source)
+    base = Path(source).resolve().parent
+    imports = tuple(str(base / i) if i.endswith(".py") and not Path(i).is_absolute() else i
+                    for i in raw.get("imports", []))
+    import_plugins(imports, f"{source}: imports")
     for required in ("datasets", "methods", "bits", "seeds"):
         if required not in raw:
             raise SuiteError(f"{source}: missing key {required!r}; a suite needs datasets, methods, bits and seeds")
@@ -179,6 +212,7 @@ def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
         device=str(raw.get("device", "cpu")),
         description=str(raw.get("description", "")),
         stopping=dict(raw.get("stopping", {})),
+        imports=imports,
     )
     check_suite(suite)
     return suite
