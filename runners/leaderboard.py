@@ -82,11 +82,18 @@ class Entry:
     p_value: float | None = None
     published: bool = False
 
-    def text(self) -> str:
+    def body(self) -> str:
+        """Return the number alone: 'mean ± std' (mean only for one seed), '—' when missing."""
         if math.isnan(self.mean):
             return "—"
-        body = f"{self.mean:.4f} ± {self.std:.4f}" if self.n > 1 else f"{self.mean:.4f}"
-        return body + (f" {BEST_MARK}" if self.best else "") + (f" {TIE_MARK}" if self.tie_with_best else "")
+        return f"{self.mean:.4f} ± {self.std:.4f}" if self.n > 1 else f"{self.mean:.4f}"
+
+    def marks(self) -> str:
+        """Return ' *' for the best, ' ≈' for a tie with it, '' otherwise."""
+        return (f" {BEST_MARK}" if self.best else "") + (f" {TIE_MARK}" if self.tie_with_best else "")
+
+    def text(self) -> str:
+        return self.body() + self.marks()
 
 
 @dataclass
@@ -197,15 +204,28 @@ def rich_table(board: Board, seeds: Sequence[int]) -> Table:
     return table
 
 
+def _md_escape(text: str) -> str:
+    """Escape what CommonMark would read as markup in a table cell or paragraph."""
+    for ch in ("\\", "*", "_", "|", "`", "[", "]", "<", ">"):
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
 def markdown_table(board: Board, seeds: Sequence[int]) -> str:
-    """Return a GitHub markdown table; the best per column is **bold** and marked."""
+    """Return a CommonMark/GFM table: the best per column in bold with its mark outside the bold,
+    published rows in italics, and the legend as a plain paragraph under it."""
     headers = board.headers()
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] + ["---:"] * (len(headers) - 1)) + "|"]
+
+    def cell(e: Entry) -> str:
+        body = f"**{e.body()}**" if e.best else e.body()
+        return body + _md_escape(e.marks())
+
     for m, entries in board.rows.items():
-        lines.append("| " + " | ".join([m] + [f"**{e.text()}**" if e.best else e.text() for e in entries]) + " |")
+        lines.append("| " + " | ".join([_md_escape(m)] + [cell(e) for e in entries]) + " |")
     for label, (_, entries) in board.references.items():
-        lines.append("| " + " | ".join([f"_{label}_"] + [f"_{e.text()}_" for e in entries]) + " |")
-    return "\n".join(lines + ["", caption(board, seeds)])
+        lines.append("| " + " | ".join([f"_{_md_escape(label)}_"] + [f"_{e.body()}_" for e in entries]) + " |")
+    return "\n".join(lines + ["", "Marks: " + _md_escape(caption(board, seeds))])
 
 
 def _latex_escape(text: str) -> str:

@@ -36,7 +36,7 @@ from .identity import fit_code_version, git_commit, metrics_version, run_key
 from .progress import Reporter
 from .records import FitSummary, RunRecord
 from .rescore import rescore, score_run
-from .suite import (DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, import_plugins, load_suite,
+from .suite import (DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, check_device, import_plugins, load_suite,
                     load_tuned, select)
 from .tracking import Tracker
 
@@ -295,9 +295,7 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
 def suite_from_args(args: argparse.Namespace) -> Suite:
     """Return the suite file narrowed by the command line (SuiteError on bad input)."""
     suite = load_suite(args.suite)
-    device = args.device
-    if device and device.startswith("cuda") and not torch.cuda.is_available():
-        raise SuiteError(f"--device {device}: CUDA is not available here; use cpu")
+    device = args.device and check_device(args.device, "--device")
     suite = select(suite, datasets_=args.datasets, methods_=args.methods, bits=args.bits, seeds=args.seeds, device=device)
     if getattr(args, "tuned", None):
         suite = load_tuned(args.tuned, suite)

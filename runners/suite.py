@@ -33,7 +33,10 @@ from methods.base import ConfigError, check_bits
 
 DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "default.toml"
 
-SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods", "stopping", "imports"}
+SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods", "stopping", "imports", "max_bits"}
+# Codes longer than this are refused unless a suite raises its max_bits: 100,000 bits trained for
+# minutes and peaked at 11.5 GB, and such a length is nearly always a typo.
+MAX_BITS = 4096
 DATASET_KEYS = {"name", "options", "preprocess"}
 METHOD_KEYS = {"name", "label", "overrides"}
 
@@ -123,7 +126,7 @@ def _unknown_keys(found: Mapping[str, Any], accepted: set[str], where: str) -> N
         raise SuiteError(f"{where}: unknown key {key!r}{hint}; accepted: {', '.join(sorted(accepted))}")
 
 
-def _int_list(value: Any, where: str, positive: bool) -> tuple[int, ...]:
+def _int_list(value: Any, where: str, positive: bool, max_bits: int = MAX_BITS) -> tuple[int, ...]:
     values = value if isinstance(value, (list, tuple)) else [value]
     if not values:
         raise SuiteError(f"{where}: must list at least one value")
@@ -134,11 +137,40 @@ def _int_list(value: Any, where: str, positive: bool) -> tuple[int, ...]:
                 out.append(check_bits(v))
             except ValueError as exc:
                 raise SuiteError(f"{where}: {exc}") from None
+            if out[-1] > max_bits:
+                raise SuiteError(f"{where}: {out[-1]} bits is over the bound of {max_bits}; "
+                                 "set max_bits in the suite to allow longer codes")
         else:
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise SuiteError(f"{where}: seeds must be non-negative integers, got {v!r}")
             out.append(int(v))
     return tuple(dict.fromkeys(out))  # de-duplicated, order kept
+
+
+def _max_bits(raw: Mapping[str, Any], source: str) -> int:
+    value = raw.get("max_bits", MAX_BITS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SuiteError(f"{source}: max_bits must be a positive integer, got {value!r}")
+    return value
+
+
+def check_device(device: str, where: str) -> str:
+    """Return `device` if torch can use it here; SuiteError naming what is available otherwise."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SuiteError(f"{where}: unknown device {device!r}; expected cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SuiteError(f"{where}: device {device!r} but CUDA is not available here; use cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise SuiteError(f"{where}: device {device!r} but this machine has {count} CUDA device(s) (cuda:0..cuda:{count - 1})")
+    elif parsed.type not in ("cpu", "mps"):
+        raise SuiteError(f"{where}: device {device!r} is not supported; expected cpu or cuda[:N]")
+    return device
 
 
 def _entries(items: Any, accepted: set[str], where: str) -> list[Mapping[str, Any]]:
@@ -157,9 +189,14 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
     """Return the parsed TOML file `path`; SuiteError naming `what` it is if missing or malformed."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise SuiteError(f"{what} file {str(path)!r} not found") from None
+    except IsADirectoryError:
+        raise SuiteError(f"{what} file {str(path)!r} is a directory; expected a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
+                         f"expected a TOML {what} file") from None
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: not valid TOML ({exc})") from None
 
@@ -207,7 +244,7 @@ def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
         source=source,
         datasets=tuple(ds_entries),
         methods=tuple(m_entries),
-        bits=_int_list(raw["bits"], f"{source}: bits", positive=True),
+        bits=_int_list(raw["bits"], f"{source}: bits", positive=True, max_bits=_max_bits(raw, source)),
         seeds=_int_list(raw["seeds"], f"{source}: seeds", positive=False),
         device=str(raw.get("device", "cpu")),
         description=str(raw.get("description", "")),
@@ -219,7 +256,9 @@ def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
 
 
 def check_suite(suite: Suite) -> None:
-    """Raise SuiteError unless every dataset and method exists and every override is accepted."""
+    """Raise SuiteError unless the device is usable here, every dataset and method exists and
+    every override is accepted."""
+    check_device(suite.device, f"{suite.source}: device")
     for d in suite.datasets:
         try:
             datasets.check_options(d.name, dict(d.options))

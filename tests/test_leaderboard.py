@@ -74,3 +74,17 @@ def test_shipped_references_load():
     refs = leaderboard.load_references(DEFAULT_REFERENCES)
     dcmh = next(r for r in refs if r["method"] == "DCMH" and r["dataset"] == "mirflickr25k")
     assert dcmh["values"]["i2t_16"] == 0.7410 and dcmh["values"]["t2i_64"] == 0.7932  # METHODS.md / paper
+
+
+def test_markdown_renders_bold_and_a_plain_legend_in_a_commonmark_parser():
+    from markdown_it import MarkdownIt
+
+    results = _results()
+    board = leaderboard.build_board(leaderboard.aggregate(results), "d", ["A", "B", "C"], [16],
+                                    references=[{"dataset": "d", "method": "Paper_X", "source": "s", "values": {"i2t_16": 0.8}}])
+    html = MarkdownIt("commonmark").enable("table").render(leaderboard.markdown_table(board, [0, 1]))
+    best = board.rows["A"][0]
+    assert f'<td style="text-align:right"><strong>{best.body()}</strong> *</td>' in html  # bold renders, mark outside it
+    assert "<li>" not in html and "<p>Marks: * best in column (also bold)" in html  # the legend is a paragraph
+    assert "<em>Paper_X (published)</em>" in html  # the underscore in the label does not end the italics
+    assert "**" not in html  # no bold left unrendered

@@ -113,7 +113,7 @@ def test_compare_formats_and_references(store, tmp_path):
     assert md.returncode == 0, md.stderr
     ref_line = next(line for line in md.stdout.splitlines() if "Oracle" in line)
     assert ref_line.startswith("| _Oracle (published)_ | _0.9999_ |") and "*" not in ref_line  # shown, never ranked
-    assert md.stdout.count(" *") >= 4  # a best in each of the four columns, not the reference
+    assert md.stdout.count("** \\*") >= 4  # a best in each of the four columns (mark outside the bold), not the reference
     tex = subprocess.run(base + ["--format", "latex"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert tex.returncode == 0 and "\\toprule" in tex.stdout and "\\textbf{" in tex.stdout and "\\textit{Oracle (published)}" in tex.stdout
     csv_out = tmp_path / "raw.csv"
@@ -124,18 +124,56 @@ def test_compare_formats_and_references(store, tmp_path):
     assert raw.returncode == 0 and len(frame) == 8 and {"map_i2t", "map_tie_aware_t2i", "run_id"} <= set(frame.columns)
 
 
+FAILING = """
+from dataclasses import dataclass
+from methods.base import HashingMethod
+from methods.registry import register
+
+@dataclass(frozen=True)
+class NoConfig:
+    pass
+
+@register("always-fails")
+class AlwaysFails(HashingMethod):
+    Config = NoConfig
+
+    def fit(self, train, bits, ctx):
+        raise FloatingPointError("the loss went to NaN at step 3")
+"""
+
+
 def test_failed_cell_is_recorded_and_rerun(tmp_path):
-    # An impossible device makes the fit raise: the run must be FAILED, not finished, and tried again.
-    raw = {**RAW, "bits": [8], "seeds": [0], "device": "nonexistent-device"}
-    suite = parse_suite(raw, "fail.toml")
+    # A fit that raises: the run must be FAILED with its error, not finished, and tried again.
+    (tmp_path / "failing.py").write_text(FAILING)
+    raw = {**RAW, "bits": [8], "seeds": [0], "imports": ["failing.py"],
+           "methods": [{"name": "always-fails", "label": "A"}, {"name": "always-fails", "label": "B"}]}
+    suite = parse_suite(raw, str(tmp_path / "fail.toml"))
     tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "fail")
     report = run_grid(suite, tracker)
     assert len(report.failed) == 2 and not report.ran
+    assert all("FloatingPointError: the loss went to NaN at step 3" in message for _, message in report.failed)
     failed = tracker.runs(status="FAILED")
-    assert len(failed) == 2 and all("error" in r.tags for r in failed)
+    assert len(failed) == 2 and all("NaN at step 3" in r.tags["error"] for r in failed)
     assert not tracker.finished()
     report = run_grid(suite, tracker)
     assert len(report.failed) == 2 and len(tracker.runs(status="FAILED")) == 4
+
+
+@pytest.mark.parametrize("device, message", [
+    ("nonexistent-device", "unknown device 'nonexistent-device'; expected cpu, cuda or cuda:N"),
+    ("cuda:7", "device 'cuda:7' but"),
+])
+def test_an_unusable_device_is_refused_before_anything_runs(tmp_path, device, message):
+    if device == "cuda:7" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    suite_file = tmp_path / "dev.toml"
+    suite_file.write_text(f'device = "{device}"\nbits = [8]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
+                          '[[methods]]\nname = "dcmh"\n')
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    out = subprocess.run([sys.executable, "-m", "runners.run", "--suite", str(suite_file), "--tracking-uri", uri],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.db").exists()  # nothing ran, no store was even created
 
 
 def _free_port() -> int:

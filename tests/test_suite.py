@@ -94,3 +94,20 @@ def test_shards_partition_the_grid():
     for bad in ("3/3", "x/2", "1"):
         with pytest.raises(SuiteError, match="--shard"):
             parse_shard(bad)
+
+
+def test_a_suite_that_is_not_utf8_text_is_one_line(tmp_path):
+    garbage = tmp_path / "garbage.toml"
+    garbage.write_bytes(b"bits = [16]\n\xff\xfe\x00binary")
+    with pytest.raises(SuiteError, match=r"garbage.toml: not UTF-8 text \(byte 12 is 0xff\); expected a TOML suite file"):
+        load_suite(garbage)
+
+
+def test_bits_beyond_the_bound_need_the_suite_to_raise_it(tmp_path):
+    base = 'seeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n[[methods]]\nname = "dcmh"\n'
+    long = tmp_path / "long.toml"
+    long.write_text("bits = [100000]\n" + base)
+    with pytest.raises(SuiteError, match=r"bits: 100000 bits is over the bound of 4096; set max_bits in the suite"):
+        load_suite(long)
+    long.write_text("max_bits = 200000\nbits = [100000]\n" + base)
+    assert load_suite(long).bits == (100000,)
