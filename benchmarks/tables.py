@@ -1,0 +1,166 @@
+"""The comparison tables of benchmarks/results/, built on the runner (no second runner).
+
+    python -m benchmarks.tables                                   # every suite in benchmarks/fair/, default configs
+    python -m runners.tune --suite benchmarks/fair/wiki.toml --trials 20 --output benchmarks/results/tuned-wiki.toml
+    python -m benchmarks.tables --suites benchmarks/fair/wiki.toml --tuned     # the tuned configs of that file
+
+For each suite: the grid runs through runners.run (finished cells are reused from the MLflow
+store, `--tracking-uri`, default sqlite:///bench.db), then one markdown file per suite is written
+to benchmarks/results/tables-<suite>[-tuned].md with
+- mAP@all under Hamming ranking for every method, and under cosine ranking for the methods with a
+  real-valued common space (their published protocol), mean ± std over seeds, the best per
+  column bold, '≈' where a method is not significantly different from the best (paired Wilcoxon
+  over seeds × queries);
+- the random-ranking mAP of the data set (exact: the expected AP of a random order);
+- how every fit ended: steps run, the step kept, the stop reason, and fit seconds;
+- the proposed method against the best other method per column, as measured.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+import metrics
+from runners.identity import git_commit
+from runners.leaderboard import Board, aggregate, build_board, load_references, markdown_table, suite_results, title
+from runners.run import cell_key, load_dataset, run_grid
+from runners.suite import Suite, load_suite, load_tuned
+from runners.tracking import Tracker
+
+HERE = Path(__file__).resolve().parent
+FAIR = HERE / "fair"
+RESULTS = HERE / "results"
+REFERENCES = HERE / "references.toml"
+
+
+def random_map(data) -> dict[str, float]:
+    """Return the exact expected mAP of a random ranking per direction (tie-aware mAP of codes
+    that are all equal: every item in one tie group)."""
+    out = {}
+    for direction, (q_mod, r_mod) in {"i2t": ("image", "text"), "t2i": ("text", "image")}.items():
+        q_rel = torch.from_numpy(data.query.relevance_targets(q_mod))
+        r_rel = torch.from_numpy(data.retrieval.relevance_targets(r_mod))
+        q = torch.ones(len(q_rel), 8, dtype=torch.int8)
+        r = torch.ones(len(r_rel), 8, dtype=torch.int8)
+        out[direction] = float(metrics.mean_average_precision(q, r, q_rel, r_rel, ties="tie-aware"))
+    return out
+
+
+def fit_table(results: pd.DataFrame, labels: Sequence[str], bits: Sequence[int]) -> str:
+    """Return a markdown table of how the fits ended: median steps (median step kept), the stop
+    reasons with their counts, and mean fit seconds, per method and bit length."""
+    lines = ["| method | " + " | ".join(f"{b} bits: steps (kept) · stop · fit s" for b in bits) + " |",
+             "|---|" + "---:|" * len(bits)]
+    for label in labels:
+        cells = []
+        for b in bits:
+            rows = results[(results.method == label) & (results.bits == b)]
+            if rows.empty:
+                cells.append("—")
+                continue
+            reasons = ", ".join(f"{k} ×{v}" for k, v in Counter(rows.stop_reason).items())
+            cells.append(f"{int(rows.fit_steps.median())} ({int(rows.fit_best_step.median())}) · {reasons} · "
+                         f"{rows.fit_seconds.mean():.1f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def proposed_statement(board: Board, proposed: str) -> str:
+    """Return what the table says of `proposed` against the best other method, column by column."""
+    if proposed not in board.rows:
+        return ""
+    parts, margins, wins, significant = [], [], 0, 0
+    for j, (d, b) in enumerate(board.columns):
+        mine = board.rows[proposed][j]
+        others = [(m, e[j]) for m, e in board.rows.items() if m != proposed and not np.isnan(e[j].mean)]
+        if np.isnan(mine.mean) or not others:
+            continue
+        rival, entry = max(others, key=lambda x: x[1].mean)
+        margin = mine.mean - entry.mean
+        margins.append(margin)
+        if margin > 0:
+            wins += 1
+            p = entry.p_value
+            significant += int(p is not None and p < 0.05)
+            tested = f", p = {p:.3g}" if p is not None else ""
+        else:
+            tested = f", p = {mine.p_value:.3g}" if mine.p_value is not None else ""
+        parts.append(f"{d} {b}: {margin:+.4f} vs {rival}{tested}")
+    if not margins:
+        return ""
+    return (f"**{proposed} minus the best other method, per column** ({board.metric}): " + "; ".join(parts) +
+            f". Mean margin {np.mean(margins):+.4f}; {proposed} is ahead in {wins} of {len(margins)} columns, "
+            f"significantly (p < 0.05 against the runner-up) in {significant}.")
+
+
+def _relative(path: str) -> str:
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(HERE.parent)) if resolved.is_relative_to(HERE.parent) else str(path)
+
+
+def suite_tables(suite: Suite, tracker: Tracker, proposed: str, references: list) -> str:
+    """Run the suite's missing cells and return its markdown report."""
+    report = run_grid(suite, tracker)
+    keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
+    results = suite_results(suite, tracker.finished(), keyed)
+    labels = [m.label for m in suite.methods]
+    out = [f"# {suite.name}: {suite.description}", "",
+           f"Written by `python -m benchmarks.tables --suites {_relative(suite.source)}"
+           + (" --tuned" if suite.tuned else "") + f"` at commit {git_commit()}, on "
+           f"{platform.machine()} with torch {torch.__version__} ({torch.get_num_threads()} threads), device "
+           f"{suite.device}. {suite.config_note()}. {len(results)} of {len(keyed)} cells finished"
+           + (f"; failed: {len(report.failed)}" if report.failed else "") + ".", ""]
+    for entry in suite.datasets:
+        data = load_dataset(entry)
+        rnd = random_map(data)
+        out += [f"## {entry.name}", "", data.summary() + f"; preprocessing {dict(data.meta.preprocessing)}.",
+                f"Random ranking (exact expected mAP): I→T {rnd['i2t']:.4f}, T→I {rnd['t2i']:.4f}.", ""]
+        for metric in ("map", "map_cosine"):
+            if f"{metric}_i2t" not in results:
+                continue
+            have = results.dropna(subset=[f"{metric}_i2t"])
+            rows = [m for m in labels if (have.method == m).any()]
+            board = build_board(aggregate(have, metric), entry.name, rows, suite.bits, have, tracker.per_query,
+                                references, metric=metric, note=suite.config_note())
+            out += [f"### {title(board, suite.seeds)}", "", markdown_table(board, suite.seeds), ""]
+            statement = proposed_statement(board, proposed)
+            if statement:
+                out += [statement, ""]
+        out += ["### How the fits ended", "", fit_table(results[results.dataset == entry.name], labels, suite.bits), ""]
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tables", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    parser.add_argument("--suites", nargs="+", default=sorted(str(p) for p in FAIR.glob("*.toml")), help="suite files")
+    parser.add_argument("--tuned", action="store_true",
+                        help="run each suite's tuned configs, benchmarks/results/tuned-<suite>.toml (runners.tune --suite)")
+    parser.add_argument("--tracking-uri", default="sqlite:///bench.db", help="MLflow store (default: %(default)s)")
+    parser.add_argument("--experiment", default="xmodal-hash-bench-tables", help="MLflow experiment (default: %(default)s)")
+    parser.add_argument("--proposed", default="SAM", help="label of the proposed method (default: %(default)s)")
+    args = parser.parse_args(argv)
+    tracker = Tracker(args.tracking_uri, args.experiment)
+    references = load_references(REFERENCES)
+    for path in args.suites:
+        suite = load_suite(path)
+        if args.tuned:
+            suite = load_tuned(RESULTS / f"tuned-{suite.name}.toml", suite)
+        text = suite_tables(suite, tracker, args.proposed, references)
+        target = RESULTS / f"tables-{suite.name}{'-tuned' if args.tuned else ''}.md"
+        target.write_text(text + "\n")
+        print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
