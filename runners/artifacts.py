@@ -1,4 +1,5 @@
-"""Per-run artifacts: PR and precision@k curves (CSV + PNG), per-query APs, the config.
+"""Per-run artifacts: the codes, PR and precision@k curves (CSV, PDF and 300-dpi PNG), per-query
+values, the config; and the suite figures that overlay every method's curves.
 
 Written to a folder, then logged to the run by runners.tracking. Plots use matplotlib's Agg
 backend (no display needed).
@@ -29,14 +30,8 @@ def precision_ks(n_retrieval: int) -> list[int]:
     return sorted(set(ks + [n_retrieval]))
 
 
-def write_curves(folder: Path, curves: Mapping[str, Mapping[str, Any]]) -> None:
-    """Write curves.csv and pr_curve.png / precision_at_k.png from
-    curves[direction] = {"pr": PRCurve, "p_at_k": (ks, precisions)}."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+def curves_frame(curves: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Return the long table of curves.csv from curves[direction] = {"pr": PRCurve, "p_at_k": (ks, precisions)}."""
     rows = []
     for direction, c in curves.items():
         pr = c["pr"]
@@ -44,28 +39,74 @@ def write_curves(folder: Path, curves: Mapping[str, Mapping[str, Any]]) -> None:
             rows.append({"direction": direction, "curve": "pr_by_radius", "x": r, "precision": p, "recall": rec})
         for k, p in zip(*c["p_at_k"]):
             rows.append({"direction": direction, "curve": "precision_at_k", "x": k, "precision": p, "recall": np.nan})
-    frame = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    return plt
+
+
+def _fit_range(values: np.ndarray) -> tuple[float, float]:
+    """Return a y range that shows the curve: its span with 5 % padding, inside [0, 1]."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    pad = max(0.05 * (hi - lo), 0.01)
+    return max(0.0, lo - pad), min(1.0, hi + pad)
+
+
+def run_title(label: str, bits: int, dataset: str, seed: int) -> str:
+    """Return the title of one run's figures: method, bits, data set and seed."""
+    return f"{label} · {bits} bits · {dataset} · seed {seed}"
+
+
+def plot_curves(frame: pd.DataFrame, series: str, title: str, folder: Path, prefix: str = "") -> list[Path]:
+    """Draw the PR-by-radius and precision@k curves of `frame` (columns direction, curve, x,
+    precision, recall, and `series` naming each line), one panel per direction, and save each
+    figure as vector PDF and 300-dpi PNG as folder/<prefix>pr_curve.* and
+    folder/<prefix>precision_at_k.*; return the files written."""
+    plt = _pyplot()
+    written = []
+    for curve, xlabel, fname in (("pr_by_radius", "recall", "pr_curve"), ("precision_at_k", "k (top-k retrieved)", "precision_at_k")):
+        part = frame[frame.curve == curve]
+        directions = [d for d in DIRECTION_TITLES if (part.direction == d).any()]
+        if not directions:
+            continue
+        fig, axes = plt.subplots(1, len(directions), figsize=(4.6 * len(directions), 3.8), squeeze=False)
+        for ax, direction in zip(axes[0], directions):
+            rows = part[part.direction == direction]
+            for name, line in rows.groupby(series, sort=False):
+                x = line.recall if curve == "pr_by_radius" else line.x
+                ax.plot(x, line.precision, marker=".", markersize=3, linewidth=1.2, label=str(name))
+            ax.set_ylim(*_fit_range(rows.precision.to_numpy(dtype=float)))
+            if curve == "precision_at_k":
+                ax.set_xscale("log")
+            ax.set(xlabel=xlabel, ylabel="precision", title=DIRECTION_TITLES[direction])
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        what = "PR by Hamming radius (micro-averaged)" if curve == "pr_by_radius" else "precision@k (ties by index)"
+        fig.suptitle(f"{what} — {title}", fontsize=9)
+        fig.tight_layout()
+        for suffix, options in ((".pdf", {}), (".png", {"dpi": 300})):
+            path = folder / f"{prefix}{fname}{suffix}"
+            fig.savefig(path, **options)
+            written.append(path)
+        plt.close(fig)
+    return written
+
+
+def write_curves(folder: Path, curves: Mapping[str, Mapping[str, Any]], title: str) -> None:
+    """Write curves.csv and the run's figures (pr_curve / precision_at_k, PDF and 300-dpi PNG)
+    titled `title` (method, bits, data set, seed)."""
+    frame = curves_frame(curves)
     frame.to_csv(folder / "curves.csv", index=False)
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for direction in curves:
-        part = frame[(frame.direction == direction) & (frame.curve == "pr_by_radius")]
-        ax.plot(part.recall, part.precision, marker=".", label=DIRECTION_TITLES[direction])
-    ax.set(xlabel="recall", ylabel="precision", title="PR by Hamming radius (micro-averaged)", xlim=(0, 1), ylim=(0, 1))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "pr_curve.png", dpi=100)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for direction in curves:
-        part = frame[(frame.direction == direction) & (frame.curve == "precision_at_k")]
-        ax.plot(part.x, part.precision, marker=".", label=DIRECTION_TITLES[direction])
-    ax.set(xscale="log", xlabel="k (top-k retrieved)", ylabel="precision@k", title="precision@k (ties by index)", ylim=(0, 1))
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(folder / "precision_at_k.png", dpi=100)
-    plt.close(fig)
+    plot_curves(frame.assign(series=frame.direction.map(DIRECTION_TITLES)), "series", title, folder)
 
 
 def write_per_query(folder: Path, per_query: Mapping[str, np.ndarray]) -> None:

@@ -21,6 +21,9 @@ from typing import Mapping, Sequence
 from rich.console import Console
 
 from .leaderboard import aggregate, build_board, latex_table, load_references, markdown_table, rich_table, suite_results, title
+import pandas as pd
+
+from .artifacts import plot_curves
 from .evaluation import spec_for_metric
 from .records import RunRecord
 from .rescore import rescore
@@ -29,6 +32,22 @@ from .suite import Cell, SuiteError
 from .tracking import Tracker
 
 DEFAULT_REFERENCES = Path(__file__).resolve().parent.parent / "benchmarks" / "references.toml"
+
+
+def suite_figures(results, tracker: Tracker, folder: Path, seeds: Sequence[int]) -> list[Path]:
+    """Write one PR and one precision@k figure per (data set, bits), every method's curve (the
+    mean over its seeds at each radius / cutoff) overlaid; return the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (dataset, bits), group in results.groupby(["dataset", "bits"], sort=False):
+        frames = [tracker.curves(r.run_id).assign(method=r.method) for r in group.itertuples()]
+        curves = (pd.concat(frames).groupby(["method", "direction", "curve", "x"], sort=False)[["precision", "recall"]]
+                  .mean().reset_index())
+        title = f"{dataset} · {bits} bits · mean over seeds {list(seeds)}"
+        prefix = f"{dataset}-{bits}b-"
+        curves.to_csv(folder / f"{prefix}curves.csv", index=False)  # the numbers behind the figures
+        written += [folder / f"{prefix}curves.csv", *plot_curves(curves, "method", title, folder, prefix)]
+    return written
 
 
 def add_metric(tracker: Tracker, finished: Mapping[str, RunRecord], keyed: Sequence[tuple[Cell, str]], metric: str) -> bool:
@@ -55,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", help="write the table(s) to this file instead of the terminal")
     parser.add_argument("--references", default=str(DEFAULT_REFERENCES), help="published numbers to show as reference rows (default: %(default)s; 'none' for none)")
     parser.add_argument("--no-significance", action="store_true", help="skip the paired significance tests (no artifact reads)")
+    parser.add_argument("--figures", metavar="DIR", help="also write suite figures to DIR: every method's PR and "
+                        "precision@k curves overlaid per data set and bit length (mean over seeds), PDF and 300-dpi PNG")
     parser.add_argument("--metric", default="map", help="metric of the table, e.g. map, map_cosine, map_tie_aware, "
                         "map_at_100_topk, p_at_50, recall_at_5 (default: %(default)s); a cutoff the runs lack is "
                         "computed from their stored codes, without training")
@@ -107,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             Path(args.output).write_text(text + "\n")
         else:
             print(text)
+    if args.figures:
+        for path in suite_figures(results, tracker, Path(args.figures), suite.seeds):
+            print(f"wrote {path}", file=sys.stderr)
     missing = len(keyed) - len(results)
     if missing:
         print(f"{missing} of {len(keyed)} cells have no finished run", file=sys.stderr)

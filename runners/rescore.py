@@ -27,15 +27,16 @@ from .records import RunRecord
 from .tracking import Tracker
 
 
-def score_run(tracker: Tracker, run_id: str, codes: CodeSet, data: CrossModalData,
+def score_run(tracker: Tracker, run_id: str, codes: CodeSet, data: CrossModalData, title: str,
               spec: MetricSpec = MetricSpec()) -> dict[str, float]:
-    """Compute every number from `codes`, log them and the eval artifacts (per-query APs, curves)
-    to run `run_id`, tag it with the current metrics version; return the values."""
+    """Compute every number from `codes`, log them and the eval artifacts (per-query values,
+    curves and figures titled `title`) to run `run_id`, tag it with the current metrics version;
+    return the values."""
     evaluation = evaluate_codes(codes, data, spec)
     tracker.log_metrics(run_id, evaluation.values)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        artifacts.write_curves(folder, evaluation.curves)
+        artifacts.write_curves(folder, evaluation.curves, title)
         artifacts.write_per_query(folder, evaluation.per_query)
         tracker.log_artifacts(run_id, folder, artifacts.EVAL_DIR)
     tracker.set_tags(run_id, {"metrics_version": metrics_version(), "metric_spec": repr(spec)})
@@ -55,7 +56,8 @@ def stored_codes(tracker: Tracker, record: RunRecord) -> CodeSet:
 
 def rescore(tracker: Tracker, record: RunRecord, data: CrossModalData, spec: MetricSpec = MetricSpec()) -> dict[str, float]:
     """Rescore one finished run from its stored codes; return the new values."""
-    return score_run(tracker, record.run_id, stored_codes(tracker, record), data, spec)
+    title = artifacts.run_title(record.label, record.bits, record.dataset, record.seed)
+    return score_run(tracker, record.run_id, stored_codes(tracker, record), data, title, spec)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -225,7 +225,7 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
             tracker.log_artifacts(run_id, folder)
         tracker.log_metrics(run_id, fit.metrics())
         tracker.set_tags(run_id, {"stop_reason": fit.stop_reason})
-        values = score_run(tracker, run_id, codes, data)
+        values = score_run(tracker, run_id, codes, data, artifacts.run_title(cell.method.label, cell.bits, cell.dataset.name, cell.seed))
         tracker.log_metrics(run_id, {"total_seconds": time.perf_counter() - started})
         tracker.finish(run_id, "FINISHED")
         return "FINISHED", (f"{title}: mAP I->T {values['map_i2t']:.4f}  T->I {values['map_t2i']:.4f}  "

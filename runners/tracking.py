@@ -103,6 +103,13 @@ class Tracker:
                 self._per_query[run_id] = read_per_query(path)
         return self._per_query[run_id]
 
+    def curves(self, run_id: str):
+        """Return a run's curves.csv (eval artifact) as a DataFrame."""
+        import pandas as pd
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return pd.read_csv(self.client.download_artifacts(run_id, f"{EVAL_DIR}/curves.csv", tmp))
+
     def download(self, run_id: str, artifact: str, folder: str | Path) -> Path:
         """Copy one artifact of a run into `folder`; return its local path."""
         return Path(self.client.download_artifacts(run_id, artifact, str(folder)))

@@ -316,3 +316,37 @@ def test_stale_metrics_version_is_rescored_not_retrained(store):
     report = run_grid(suite, tracker)
     assert not report.ran and report.rescored == [record.run_key] and len(report.reused) == 7
     assert tracker.finished()[record.run_key].metrics_version != "older-metrics-code"
+
+
+def test_figures_name_their_run_and_the_suite_figure_overlays_every_method(store, tmp_path):
+    uri, suite, tracker, _ = store
+    run = tracker.finished()[cell_key(suite.cells()[0])]
+    root = Path(tracker.client.download_artifacts(run.run_id, "eval", str(tmp_path / "run")))
+    assert {"pr_curve.pdf", "pr_curve.png", "precision_at_k.pdf", "precision_at_k.png"} <= {p.name for p in root.iterdir()}
+    assert (root / "pr_curve.pdf").read_bytes().startswith(b"%PDF")
+    from PIL import Image
+
+    with Image.open(root / "pr_curve.png") as png:  # 300 dpi: a 9.2 x 3.8 inch figure
+        assert png.size[0] >= 2500 and round(png.info["dpi"][0]) == 300
+    suite_file = tmp_path / "tiny.toml"
+    suite_file.write_text(
+        'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
+        'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 3, text_hidden = [64] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { epochs = 1, text_hidden = [64] }\n'
+    )
+    out = subprocess.run([sys.executable, "-m", "runners.compare", "--suite", str(suite_file), "--tracking-uri", uri,
+                          "--experiment", "e2e", "--no-run", "--figures", str(tmp_path / "fig")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    names = {p.name for p in (tmp_path / "fig").iterdir()}
+    assert {f"synthetic-wiki-{b}b-{c}.{s}" for b in (8, 16) for c in ("pr_curve", "precision_at_k") for s in ("pdf", "png")} <= names
+    import pandas as pd
+
+    plotted = pd.read_csv(tmp_path / "fig" / "synthetic-wiki-8b-curves.csv")
+    assert set(plotted.method) == {"DCMH", "DCMH-1ep"}  # every method overlaid
+    runs = [r for r in tracker.finished().values() if r.label == "DCMH" and r.bits == 8]
+    p10 = np.mean([tracker.curves(r.run_id).query("direction == 't2i' and curve == 'precision_at_k' and x == 10").precision.item()
+                   for r in runs])
+    mine = plotted.query("method == 'DCMH' and direction == 't2i' and curve == 'precision_at_k' and x == 10").precision.item()
+    assert len(runs) == 2 and mine == pytest.approx(p10)  # the mean over the seeds
