@@ -64,8 +64,12 @@ def evaluate_encoder(encoder: Encoder, data: CrossModalData, *, curves: bool = T
         if q_emb is not None and r_emb is not None:
             values[f"map_cosine_{direction}"] = float(metrics.mean_average_precision(q_emb, r_emb, q_rel, r_rel, metric="cosine"))
         if data.relevance == "pairing":
-            for k, v in metrics.recall_at_k(q, r, q_rel, r_rel, (1, 5, 10)).items():
-                values[f"recall_at_{k}_{direction}"] = v
+            # Caption numbers, both directions at once (runners/captions.py): Recall@1/5/10 in percent,
+            # mean recall per direction, medr, meanr, rsum (percent); fold means when the protocol has folds.
+            if direction == "i2t":
+                from .captions import caption_values
+
+                values.update(caption_values(codes["query", "image"], codes["query", "text"], data))
         if curves:
             ks = artifacts.precision_ks(len(r))
             curve_data[direction] = {
