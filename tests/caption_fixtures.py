@@ -35,7 +35,7 @@ def write_clip_split(folder: Path, split: str, seed: int, *, n_images: int = 50,
     """
     rng = np.random.default_rng(seed)
     img = rng.integers(-2, 3, (n_images, dim)) / 2
-    for a, b in ((1, 7), (2, n_images - 20), (3, n_images - 6)):
+    for a, b in ((1, n_images - 1), (2, n_images // 2 + 1), (3, n_images - 3)):
         img[b] = img[a]
     image_ids = [int(x) for x in rng.choice(10**9, n_images, replace=False)]
     text_ids = [int(x) for x in rng.choice(10**6, n_texts, replace=False)]
