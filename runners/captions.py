@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
-
 from datasets import Split
 from metrics.recall import caption_retrieval, caption_retrieval_folds, flat_caption_values
 
@@ -51,7 +49,3 @@ def format_values(values: Mapping[str, float]) -> str:
         lines.append(f"rsum: {values['rsum']:.1f}")
     return "\n".join(lines)
 
-
-def pairing_arrays(split: Split) -> tuple[np.ndarray, np.ndarray]:
-    """Return the split's text -> image CSR arrays (indptr, images)."""
-    return split.pairing.indptr, split.pairing.images
