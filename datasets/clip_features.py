@@ -186,12 +186,6 @@ def tokenize(texts: Sequence[str], context_length: int = 52) -> np.ndarray:
     return out
 
 
-def _write(path: Path, key: str, ids: list, feats) -> None:
-    with open(path, "w", encoding="utf-8") as out:
-        for item, feature in zip(ids, feats.tolist()):
-            out.write(json.dumps({key: item, "feature": feature}, ensure_ascii=False) + "\n")
-
-
 def extract_features(checkpoint: str | Path, *, images: str | Path | None = None, texts: str | Path | None = None,
                      image_output: str | Path | None = None, text_output: str | Path | None = None,
                      vision_model: str = "ViT-B-16", text_model: str = "RoBERTa-wwm-ext-base-chinese",
@@ -207,13 +201,11 @@ def extract_features(checkpoint: str | Path, *, images: str | Path | None = None
     model, resolution = load_model(checkpoint, vision_model, text_model, model_config, device)
     done: dict[str, int] = {}
 
-    def run(batches, encode):
-        chunks = []
+    def encode(batch: np.ndarray, images_batch: bool) -> list:
         with torch.no_grad():
-            for batch in batches:
-                f = encode(torch.from_numpy(batch).to(device)).float()
-                chunks.append((f / f.norm(dim=-1, keepdim=True)).cpu())
-        return torch.cat(chunks)
+            x = torch.from_numpy(batch).to(device)
+            f = (model(x, None) if images_batch else model(None, x)).float()
+            return (f / f.norm(dim=-1, keepdim=True)).cpu().tolist()
 
     if texts is not None:
         records = list(jsonl_records(Path(texts), ("text_id", "text"), "Chinese-CLIP texts jsonl"))
@@ -224,24 +216,40 @@ def extract_features(checkpoint: str | Path, *, images: str | Path | None = None
             if obj["text_id"] in seen:
                 raise DataError(f"{texts}: line {lineno} repeats text_id {obj['text_id']!r} of line {seen[obj['text_id']]}")
             seen[obj["text_id"]] = lineno
-        tokens = tokenize([obj["text"] for _, obj in records], context_length)
-        feats = run((tokens[i: i + batch_size] for i in range(0, len(tokens), batch_size)), lambda t: model(None, t))
-        out = Path(text_output) if text_output else Path(str(texts).removesuffix(".jsonl") + ".txt_feat.jsonl")
-        _write(out, "text_id", [obj["text_id"] for _, obj in records], feats)
+        out_path = Path(text_output) if text_output else Path(str(texts).removesuffix(".jsonl") + ".txt_feat.jsonl")
+        with open(out_path, "w", encoding="utf-8") as out:
+            for start in range(0, len(records), batch_size):
+                part = records[start: start + batch_size]
+                feats = encode(tokenize([obj["text"] for _, obj in part], context_length), False)
+                for (_, obj), feature in zip(part, feats):
+                    out.write(json.dumps({"text_id": obj["text_id"], "feature": feature}, ensure_ascii=False) + "\n")
         done["texts"] = len(records)
     if images is not None:
-        ids, arrays = [], []
-        for image_id, img in iter_images(images):
-            if image_id in ids:
-                raise DataError(f"{images}: image id {image_id!r} appears twice; ids must be unique")
-            ids.append(image_id)
-            arrays.append(preprocess(img, resolution))
-        stacked = np.stack(arrays)
-        feats = run((stacked[i: i + batch_size] for i in range(0, len(stacked), batch_size)), lambda x: model(x, None))
         src = Path(images)
         default = src.with_name(src.name.removesuffix(".tsv") + ".img_feat.jsonl") if src.is_file() else src.parent / f"{src.name}.img_feat.jsonl"
-        _write(Path(image_output) if image_output else default, "image_id", ids, feats)
-        done["images"] = len(ids)
+        seen_ids: set = set()
+        count = 0
+        with open(Path(image_output) if image_output else default, "w", encoding="utf-8") as out:
+            ids, arrays = [], []
+
+            def flush() -> None:
+                for image_id, feature in zip(ids, encode(np.stack(arrays), True)):
+                    out.write(json.dumps({"image_id": image_id, "feature": feature}, ensure_ascii=False) + "\n")
+                ids.clear()
+                arrays.clear()
+
+            for image_id, img in iter_images(src):  # streamed: a batch of pixels in memory at a time
+                if image_id in seen_ids:
+                    raise DataError(f"{src}: image id {image_id!r} appears twice; ids must be unique")
+                seen_ids.add(image_id)
+                ids.append(image_id)
+                arrays.append(preprocess(img, resolution))
+                count += 1
+                if len(ids) == batch_size:
+                    flush()
+            if ids:
+                flush()
+        done["images"] = count
     return done
 
 
