@@ -202,3 +202,20 @@ def test_runner_evaluation_branch_reports_caption_numbers(tmp_path):
     assert {k: values[k] for k in expected} == expected
     assert {"recall_at_1_i2t", "recall_at_10_t2i", "mean_recall_t2i", "medr_i2t", "meanr_t2i", "rsum"} <= set(values)
     assert 10 < values["rsum"] <= 600  # percent
+
+
+def test_evaluate_reads_clip_jsonl_and_retrieve_works_without_ground_truth(clip_folder, tmp_path, capsys):
+    folder, _ = clip_folder
+    ref = clip_reference(folder, "valid")
+    feats = ["--image-feats", str(folder / "valid_imgs.img_feat.jsonl"), "--text-feats", str(folder / "valid_texts.txt_feat.jsonl")]
+    assert evaluate_cli.main(feats + ["--texts", str(folder / "valid_texts.jsonl"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    for direction in ("t2i", "i2t"):
+        sj = ref[direction]["scoreJson"]
+        assert [got[f"recall_at_{k}_{direction}"] for k in (1, 5, 10)] == pytest.approx([sj["r1"], sj["r5"], sj["r10"]], abs=1e-12)
+    assert got["image_layout"] == "50 images, 120 texts" and got["medr_t2i"] >= 1
+    assert evaluate_cli.main(feats) == 2 and "need their ground truth, --texts" in capsys.readouterr().err
+    # the test split of a public release: predictions only, no scores
+    assert retrieve.main(feats + ["--output-dir", str(tmp_path), "--top-k", "3"]) == 0
+    assert len(_lines(tmp_path / "valid_predictions.jsonl")) == 120 and not (tmp_path / "output.json").exists()
+    assert all(len(p["text_ids"]) == 3 for p in _lines(tmp_path / "valid_tr_predictions.jsonl"))
