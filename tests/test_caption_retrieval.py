@@ -219,3 +219,18 @@ def test_evaluate_reads_clip_jsonl_and_retrieve_works_without_ground_truth(clip_
     assert retrieve.main(feats + ["--output-dir", str(tmp_path), "--top-k", "3"]) == 0
     assert len(_lines(tmp_path / "valid_predictions.jsonl")) == 120 and not (tmp_path / "output.json").exists()
     assert all(len(p["text_ids"]) == 3 for p in _lines(tmp_path / "valid_tr_predictions.jsonl"))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_caption_numbers_on_cuda_equal_cpu():
+    rng = np.random.default_rng(10)
+    img = torch.from_numpy(rng.integers(-2, 3, (30, 6)) / 2)
+    txt = torch.from_numpy(rng.integers(-2, 3, (150, 6)) / 2)
+    indptr, images = np.arange(151), np.arange(150) // 5
+    for metric in ("dot", "hamming"):
+        a, b = (img >= 0).float() if metric == "hamming" else img, (txt >= 0).float() if metric == "hamming" else txt
+        cpu = caption_retrieval(a, b, indptr, images, metric=metric)
+        cuda = caption_retrieval(a.cuda(), b.cuda(), indptr, images, metric=metric)
+        assert cpu == cuda
+        assert (top_k(b.cuda(), a.cuda(), 7, metric=metric) == top_k(b, a, 7, metric=metric)).all()
