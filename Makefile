@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet -e ".[test]"
+	# cn_clip's model code for datasets.clip_features (and its tests); --no-deps: see pyproject's `clip` extra
+	$(PY) -m pip install --quiet --no-deps "cn_clip>=1.5" "six>=1.16"
 	touch $@
 
 install: $(VENV)/.installed

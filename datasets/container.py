@@ -244,23 +244,28 @@ class Split:
         return Split(self.image[index], self.text[index], self.labels[index], image_ids=pick(self.image_ids),
                      text_ids=pick(self.text_ids), source=self.source, name=name or self.name)
 
+    def texts_describing(self, image_rows: np.ndarray) -> np.ndarray:
+        """Return the text rows (ascending) that describe at least one of `image_rows` (caption splits)."""
+        p = self.pairing
+        if p is None:
+            raise TypeError(f"split {self.name!r} has labels; texts and images are aligned rows")
+        kept = np.zeros(p.n_images, dtype=bool)
+        kept[np.asarray(image_rows, dtype=np.int64)] = True
+        hits = np.add.reduceat(kept[p.images].astype(np.int64), p.indptr[:-1]) if len(p.images) else np.zeros(0, int)
+        return np.flatnonzero(hits > 0).astype(np.int64)
+
     def subset_images(self, image_rows: np.ndarray, name: str | None = None) -> "Split":
         """Return a caption split with the image rows `image_rows` and every text that describes
-        one of them (pairing restricted to those images; a text keeps only its kept images)."""
+        one of them (texts_describing; pairing restricted to those images, a text keeps only its
+        kept images)."""
         p = self.pairing
         if p is None:
             raise TypeError(f"split {self.name!r} has labels; use subset()")
         image_rows = np.asarray(image_rows, dtype=np.int64)
         new_index = np.full(p.n_images, -1, dtype=np.int64)
         new_index[image_rows] = np.arange(len(image_rows))
-        texts, lists = [], []
-        for t in range(p.n_texts):
-            kept = new_index[p.images_of(t)]
-            kept = kept[kept >= 0]
-            if kept.size:
-                texts.append(t)
-                lists.append(kept)
-        texts = np.asarray(texts, dtype=np.int64)
+        texts = self.texts_describing(image_rows)
+        lists = [kept[kept >= 0] for kept in (new_index[p.images_of(t)] for t in texts)]
         pick = lambda ids, idx: None if ids is None else ids[idx]  # noqa: E731
         return Split(self.image[image_rows], self.text[texts], pairing=Pairing.from_lists(lists, len(image_rows)),
                      image_ids=pick(self.image_ids, image_rows), text_ids=pick(self.text_ids, texts),
@@ -277,6 +282,17 @@ class Split:
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
         return out
+
+
+def _json_able(value: Any) -> bool:
+    """True for plain JSON values (nested lists and string-keyed dicts included), not arrays."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_json_able(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_able(v) for k, v in value.items())
+    return False
 
 
 @dataclass(frozen=True)
@@ -312,7 +328,7 @@ class DataMeta:
         return {"protocol": self.protocol, "seed": self.seed, "relevance": self.relevance, "split_hash": self.split_hash,
                 "sizes": self.sizes, "pool_order": self.pool_order, "sources": dict(self.sources),
                 "checksums": dict(self.checksums), "preprocessing": dict(self.preprocessing),
-                "info": {k: v for k, v in self.info.items() if isinstance(v, (str, int, float, bool, list, type(None)))}}
+                "info": {k: v for k, v in self.info.items() if _json_able(v)}}
 
 
 @dataclass(frozen=True)

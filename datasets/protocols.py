@@ -307,9 +307,11 @@ def make_paired_data(
         if "validation" in parts:
             raise DataError(f"{name}: the source ships a validation part; do not also ask for n_validation")
         val_rows, train_rows = carve_validation_images(name, parts["train"], int(n_validation), seed)
-        parts["validation"] = parts["train"].subset_images(val_rows, "validation")
-        parts["train"] = parts["train"].subset_images(train_rows, "train")
+        shipped = parts["train"]
+        parts["validation"] = shipped.subset_images(val_rows, "validation")
+        parts["train"] = shipped.subset_images(train_rows, "train")
         indices["validation.image"], indices["train.image"] = val_rows, train_rows
+        indices["validation.text"], indices["train.text"] = shipped.texts_describing(val_rows), shipped.texts_describing(train_rows)
     n = sum(p.n_images + p.n_texts for p in parts.values())
     meta = DataMeta(
         protocol=protocol, seed=seed, relevance="pairing", split_indices=indices,

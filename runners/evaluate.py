@@ -1,8 +1,12 @@
-"""Evaluate saved codes without training: python -m runners.evaluate --help.
+"""Evaluate saved codes or features without training: python -m runners.evaluate --help.
 
 Reads query/retrieval codes and labels from .npy, .npz or .mat (MATLAB v5 via scipy, v7.3 via
 h5py), prints the standard numbers of metrics.evaluate_hashing (or, with --cosine, the ranking
-metrics of real-valued embeddings). Errors are one line on stderr and exit status 2.
+metrics of real-valued embeddings). Caption retrieval (--image-feats / --text-feats): Chinese-CLIP
+feature jsonl files with their texts jsonl, or SCAN-style .npy embeddings (5 captions per image,
+N or 5N image rows), give Recall@1/5/10 both ways in percent, the mean recall per direction, medr,
+meanr and rsum, as SCAN's evaluation prints them (metrics.recall). Errors are one line on stderr
+and exit status 2.
 """
 from __future__ import annotations
 
@@ -96,10 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m runners.evaluate codes.npz          (keys query_codes, retrieval_codes, query_labels, retrieval_labels)\n"
                "  python -m runners.evaluate --query-codes qB.npy --retrieval-codes rB.npy \\\n"
                "      --query-labels data.mat:LAll_query --retrieval-labels data.mat:LAll_db --json\n"
+               "  python -m runners.evaluate --image-feats valid_imgs.img_feat.jsonl --text-feats valid_texts.txt_feat.jsonl \\\n"
+               "      --texts valid_texts.jsonl                   (Chinese-CLIP features: Recall@K both ways)\n"
+               "  python -m runners.evaluate --image-feats img_embs.npy --text-feats cap_embs.npy --folds 5   (SCAN, MS-COCO 1K)\n"
                "Codes: ±1 or 0/1 (add --binarize for real values: sign with 0 -> +1). Labels: multi-hot rows or 1-D class ids.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("file", nargs="?", help="one .npz/.mat holding all four arrays (known key names, see --help)")
+    cap = parser.add_argument_group("caption retrieval (Recall@K, medr, meanr, rsum; instead of the code arguments)")
+    cap.add_argument("--image-feats", metavar="FILE", help="image features: Chinese-CLIP .jsonl ({image_id, feature} per line) "
+                     "or .npy (N rows, or 5N rows with each image repeated per caption, SCAN's layout)")
+    cap.add_argument("--text-feats", metavar="FILE", help="text features: Chinese-CLIP .jsonl ({text_id, feature}) or .npy (one row per caption)")
+    cap.add_argument("--texts", metavar="JSONL", help="ground truth for .jsonl features: {text_id, image_ids} per line (<split>_texts.jsonl)")
+    cap.add_argument("--captions-per-image", type=int, default=5, metavar="K",
+                     help=".npy features: caption j describes image j // K (default: %(default)s)")
+    cap.add_argument("--folds", type=int, default=None, metavar="N", help="average over N folds of --fold-size images (MS-COCO 1K: 5)")
+    cap.add_argument("--fold-size", type=int, default=1000, metavar="M", help="images per fold (default: %(default)s)")
+    cap.add_argument("--score", choices=("dot", "cosine", "hamming"), default="dot",
+                     help="similarity: inner product (default; SCAN's and Chinese-CLIP's), cosine, or hamming for ±1/0-1 codes")
+    cap.add_argument("--ties", choices=("first", "last"), default="first",
+                     help="equal scores: earlier gallery row first (default; Chinese-CLIP's stable sort) or later (SCAN's reversed stable argsort)")
     for role in ROLES:
         parser.add_argument(f"--{role.replace('_', '-')}", dest=role, metavar="FILE[:KEY]",
                             help=f"{role.replace('_', ' ')} from .npy/.npz/.mat (overrides FILE)")
@@ -115,10 +135,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def caption_inputs(args: argparse.Namespace):
+    """Return (image rows, text rows, text -> image indptr, images, layout note) of the caption files."""
+    from datasets.clip_jsonl import read_paired
+    from datasets.scan import detect_layout
+
+    image_path, text_path = Path(args.image_feats), Path(args.text_feats or "")
+    if args.text_feats is None:
+        raise ValueError("--image-feats needs --text-feats")
+    if image_path.suffix == ".jsonl" or text_path.suffix == ".jsonl":
+        if args.texts is None:
+            raise ValueError(f"{text_path}: jsonl features need their ground truth, --texts <split>_texts.jsonl")
+        split = read_paired(image_path, text_path, Path(args.texts))
+        return split.image, split.text, split.pairing.indptr, split.pairing.images, f"{split.n_images} images, {split.n_texts} texts"
+    arrays = {}
+    for name, path in (("image", image_path), ("text", text_path)):
+        found = load_arrays(str(path))
+        if len(found) != 1:
+            raise ValueError(f"{path}: holds {len(found)} arrays; expected one (items x dims)")
+        arr = np.asarray(next(iter(found.values())))
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"{path}: shape {arr.shape}, dtype {arr.dtype}; expected a numeric (items x dims) array")
+        arrays[name] = arr
+    if args.captions_per_image < 1:
+        raise ValueError(f"--captions-per-image {args.captions_per_image}; expected a positive integer")
+    images, k, layout = detect_layout(arrays["image"], len(arrays["text"]), args.captions_per_image, image_path, text_path)
+    n_texts = len(arrays["text"])
+    return images, arrays["text"], np.arange(n_texts + 1, dtype=np.int64), np.arange(n_texts, dtype=np.int64) // k, layout
+
+
+def caption_evaluate(args: argparse.Namespace) -> dict[str, float | str]:
+    """Return the caption numbers (percent recalls, medr, meanr, rsum) of --image-feats / --text-feats."""
+    from metrics.recall import caption_retrieval, caption_retrieval_folds, flat_caption_values
+
+    image, text, indptr, images, layout = caption_inputs(args)
+    common = dict(metric=args.score, ties=args.ties, chunk_size=args.chunk_size)
+    if args.folds:
+        result = caption_retrieval_folds(image, text, indptr, images, n_folds=args.folds, fold_size=args.fold_size, **common)
+    else:
+        result = caption_retrieval(image, text, indptr, images, **common)
+    return {**flat_caption_values(result), "image_layout": layout}
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
     import metrics
+
+    if args.image_feats is not None or args.text_feats is not None:
+        if args.image_feats is None:
+            raise ValueError("--text-feats needs --image-feats")
+        return caption_evaluate(args)
 
     arrays = gather_inputs(args)
     device = torch.device(args.device)
@@ -149,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         results = evaluate(args)
-    except (ValueError, OSError, KeyError, RuntimeError) as error:
+    except (ValueError, OSError, KeyError, RuntimeError) as error:  # DataError is a ValueError
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if "codes must contain only" in message and not (args.binarize or args.cosine):
             message += " (real-valued codes: add --binarize, or --cosine for embeddings)"
@@ -160,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         width = max(map(len, results))
         for name, value in results.items():
-            print(f"{name:<{width}}  {value:.6f}")
+            print(f"{name:<{width}}  {value:.6f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
     return 0
 
 

@@ -23,6 +23,7 @@ from methods.base import Encoder
 from methods.selection import validation_scores
 
 from . import artifacts
+from .captions import caption_values
 
 DIRECTIONS = {"i2t": ("image", "text"), "t2i": ("text", "image")}
 MODALITIES = ("image", "text")
@@ -35,13 +36,11 @@ class MetricSpec:
     map_ks: tuple[int, ...] = metrics.evaluate.DEFAULT_MAP_KS
     precision_ks: tuple[int, ...] = metrics.evaluate.DEFAULT_PRECISION_KS
     radius: int = 2
-    recall_ks: tuple[int, ...] = (1, 5, 10)
 
     def merged(self, other: "MetricSpec") -> "MetricSpec":
         """Return a spec computing everything either spec computes."""
         return MetricSpec(tuple(sorted(set(self.map_ks) | set(other.map_ks))),
-                          tuple(sorted(set(self.precision_ks) | set(other.precision_ks))), self.radius,
-                          tuple(sorted(set(self.recall_ks) | set(other.recall_ks))))
+                          tuple(sorted(set(self.precision_ks) | set(other.precision_ks))), self.radius)
 
 
 @dataclass
@@ -141,8 +140,13 @@ def evaluate_codes(codes: CodeSet, data: CrossModalData, spec: MetricSpec = Metr
             values[f"{key}_{direction}"] = float(per.nanmean())  # NaN only where hashnet drops a query
             per_query[f"{key}_{direction}"] = per.cpu().numpy()
         if data.relevance == "pairing":
-            for k, v in metrics.recall_at_k(q, r, q_rel, r_rel, spec.recall_ks).items():
-                values[f"recall_at_{k}_{direction}"] = v
+            # Caption numbers, both directions at once (runners/captions.py): Recall@1/5/10 in percent,
+            # mean recall per direction, medr, meanr, rsum (percent); fold means when the protocol has folds.
+            if direction == "i2t":
+                values.update(caption_values(codes.get("query", "image"), codes.get("query", "text"), data))
+                if codes.embeddings:
+                    values.update(caption_values(codes.get("query", "image", embedded=True).float(),
+                                                 codes.get("query", "text", embedded=True).float(), data, metric="cosine"))
         if curves:
             ks = artifacts.precision_ks(len(r))
             curve_data[direction] = {
@@ -167,16 +171,14 @@ def validation_map(encoder: Encoder, data: CrossModalData) -> float:
 
 
 def spec_for_metric(name: str) -> MetricSpec | None:
-    """Return the MetricSpec that adds metric family `name` (e.g. 'map_at_100_topk', 'p_at_50',
-    'recall_at_20') to the defaults, or None when `name` names no cutoff family."""
+    """Return the MetricSpec that adds metric family `name` (e.g. 'map_at_100_topk', 'p_at_50') to
+    the defaults, or None when `name` names no cutoff family."""
     parts = name.split("_")
     try:
         if name.startswith("map_at_") and len(parts) >= 4 and "_".join(parts[3:]) in metrics.MAP_AT_K_VARIANTS:
-            return MetricSpec().merged(MetricSpec(map_ks=(int(parts[2]),), precision_ks=(), recall_ks=()))
+            return MetricSpec().merged(MetricSpec(map_ks=(int(parts[2]),), precision_ks=()))
         if name.startswith("p_at_") and len(parts) == 3:
-            return MetricSpec().merged(MetricSpec(map_ks=(), precision_ks=(int(parts[2]),), recall_ks=()))
-        if name.startswith("recall_at_") and len(parts) == 3:
-            return MetricSpec().merged(MetricSpec(map_ks=(), precision_ks=(), recall_ks=(int(parts[2]),)))
+            return MetricSpec().merged(MetricSpec(map_ks=(), precision_ks=(int(parts[2]),)))
     except ValueError:
         return None
     return None

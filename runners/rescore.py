@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         suite = suite_from_args(args)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
-    spec = MetricSpec().merged(MetricSpec(tuple(args.map_k), tuple(args.precision_k), recall_ks=()))
+    spec = MetricSpec().merged(MetricSpec(tuple(args.map_k), tuple(args.precision_k)))
     tracker = Tracker(args.tracking_uri, args.experiment)
     finished = tracker.finished()
     current = metrics_version()
