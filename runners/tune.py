@@ -44,6 +44,7 @@ from .tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 PRUNE_KEY = "val_map"  # the per-epoch value a method reports for pruning
+TRIAL_ERRORS = (RuntimeError, FloatingPointError)  # a trial raising one of these is FAIL; the study goes on
 
 
 def open_storage(url: str | None) -> Any:
@@ -60,13 +61,19 @@ def default_study_name(method: str, dataset: str, bits: int) -> str:
     return f"{method}-{dataset}-{bits}b"
 
 
+def study_algorithms(seed: int) -> dict[str, Any]:
+    """Return the sampler and pruner of a study: Optuna stores neither, so every process that runs
+    trials (runners.cluster's workers too) builds them again."""
+    return {"sampler": optuna.samplers.TPESampler(seed=seed),
+            "pruner": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)}
+
+
 def create_study(storage: Any, name: str, seed: int, attrs: Mapping[str, Any]) -> optuna.Study:
     """Create (or reopen) the study with a seeded TPE sampler and a median pruner; call this in
     the parent before starting workers so the store is created once."""
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        **study_algorithms(seed),
     )
     for key, value in attrs.items():
         if study.user_attrs.get(key, value) != value:
@@ -163,16 +170,21 @@ def report(study: optuna.Study, console: Console) -> dict[str, Any]:
     return summary
 
 
+def check_tunable(data: CrossModalData, dataset_name: str) -> None:
+    """Raise SuiteError unless the data set has a validation split (tuning never uses the query set)."""
+    if data.validation is None:
+        raise SuiteError(f"data set {dataset_name!r} has no validation split; tuning never uses the query set "
+                         "(set n_validation in its options)")
+
+
 def run_study(study: optuna.Study, method_name: str, dataset_name: str, data: CrossModalData, *, bits: int, seed: int,
               device: str, base: Mapping[str, Any], tracker: Tracker | None, trials: int, timeout: float | None = None,
               stopping: Any = None) -> None:
     """Run `trials` trials of `study` (fit on the training split, score on validation)."""
-    if data.validation is None:
-        raise SuiteError(f"data set {dataset_name!r} has no validation split; tuning never uses the query set "
-                         "(set n_validation in its options)")
+    check_tunable(data, dataset_name)
     objective = make_objective(method_name, dataset_name, data, bits, seed, device, base, tracker, study.study_name, stopping)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(RuntimeError, FloatingPointError),
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=TRIAL_ERRORS,
                    show_progress_bar=sys.stderr.isatty())
 
 
