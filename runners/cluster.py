@@ -228,7 +228,7 @@ def _dashboard(client: Any) -> str:
         link = client.dashboard_link
     except (KeyError, AttributeError):
         link = None
-    return f"Dask dashboard: {link}" if link else "Dask dashboard: none (bokeh is not installed where the scheduler runs)"
+    return f"Dask dashboard: {link}" if link else "Dask dashboard: none (the scheduler serves none; it needs bokeh)"
 
 
 def _check_workers(client: Any, address: str, log: Log) -> None:
@@ -364,7 +364,8 @@ def _worker() -> Any | None:
 def _worker_name(worker: Any | None) -> str:
     if worker is None:
         return "this process"
-    return f"{worker.name} ({worker.address})" if str(worker.name) != worker.address else worker.address
+    name = str(worker.name)  # `dask worker --name w0`; a local cluster numbers its workers
+    return worker.address if name in ("", worker.address) or name.isdigit() else f"{name} ({worker.address})"
 
 
 def _prepare(imports: Sequence[str], threads: int | None) -> Any | None:
@@ -589,9 +590,13 @@ def _trial_storage(url: str) -> Any:
 
         storage = open_storage(url)
         if isinstance(storage, str):
+            import warnings
+
             import optuna
 
-            storage = optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
         _storages[url] = storage
     return _storages[url]
 
