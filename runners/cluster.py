@@ -381,6 +381,7 @@ def _prepare(imports: Sequence[str], threads: int | None) -> Any | None:
 
 
 def _event(worker: Any | None, /, **message: Any) -> None:
+    """Send a progress message to the parent (the scheduler adds the worker's address as "worker")."""
     if worker is not None:
         try:
             worker.log_event(TOPIC, message)
@@ -439,7 +440,7 @@ def cell_task(suite: Suite, cell: Cell, key: str, uri: str, experiment: str, gri
         tracker.set_tags(record.run_id, {"error": "its worker died while it ran (never finished)",
                                          "superseded_by": f"attempt {attempt} of grid {grid} on {_worker_name(worker)}"})
         tracker.finish(record.run_id, "KILLED")
-    _event(worker, kind="started", grid=grid, key=key, title=title, attempt=attempt, worker=_worker_name(worker),
+    _event(worker, kind="started", grid=grid, key=key, title=title, attempt=attempt, where=_worker_name(worker),
            killed=len(stale))
     tags = {"grid_id": grid, "attempt": attempt, "dask_worker": _worker_name(worker)}
     return run_cell(suite, cell, _AttemptTracker(tracker, tags))
@@ -482,7 +483,8 @@ def _drain(events: "queue.Queue", grid: str, log: Log) -> None:
             if message.get("attempt", 1) > 1 or message.get("killed"):
                 retry = (f" (attempt {message.get('attempt')}; {message.get('killed')} run(s) of it left RUNNING by a "
                          "dead worker marked KILLED)")
-            log(f"started {message.get('title')} on {message.get('worker')}{retry}")
+            # "worker" is the address the scheduler adds; "where" names the worker as the task saw it
+            log(f"started {message.get('title')} on {message.get('where', message.get('worker'))}{retry}")
 
 
 def _failure(future: Any, title: str) -> str:
@@ -622,7 +624,7 @@ def trial_task(storage_url: str, job: StudyJob, index: int, uri: str | None, exp
 
     def tagged(trial: optuna.Trial) -> float:
         trial.set_user_attr("dask_worker", where)
-        _event(worker, kind="started", grid=grid, title=f"{job.study} trial {trial.number}", worker=where)
+        _event(worker, kind="started", grid=grid, title=f"{job.study} trial {trial.number}", where=where)
         return objective(trial)
 
     ran: list[optuna.trial.FrozenTrial] = []
