@@ -24,7 +24,7 @@ from .leaderboard import aggregate, build_board, latex_table, load_references, m
 from .evaluation import spec_for_metric
 from .records import RunRecord
 from .rescore import rescore
-from .cluster import spec_from_args
+from .cluster import ClusterError, spec_from_args
 from .run import add_grid_arguments, cell_key, load_cell_data, parse_shard, run_grid, suite_from_args
 from .suite import Cell, SuiteError
 from .tracking import Tracker
@@ -71,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracker = Tracker(args.tracking_uri, args.experiment)
     failed = []
     if not args.no_run:
-        failed = run_grid(suite, tracker, force=args.force, shard=parse_shard(args.shard), cluster=cluster).failed
+        try:
+            failed = run_grid(suite, tracker, force=args.force, shard=parse_shard(args.shard), cluster=cluster).failed
+        except ClusterError as exc:  # a scheduler that does not answer, workers that cannot take a cell
+            parser.exit(2, f"error: {exc}\n")
     keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
     finished = tracker.finished()
     if add_metric(tracker, finished, keyed, args.metric):

@@ -31,7 +31,7 @@ from datasets.preprocessing import describe as describe_steps, preprocess
 from methods import FitContext
 
 from . import artifacts
-from .cluster import ClusterSpec, add_cluster_arguments, run_grid_on_cluster, spec_from_args
+from .cluster import ClusterError, ClusterSpec, add_cluster_arguments, run_grid_on_cluster, spec_from_args
 from .evaluation import encode_splits
 from .identity import fit_code_version, git_commit, metrics_version, run_key
 from .progress import Reporter
@@ -304,7 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard = parse_shard(args.shard)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
-    report = run_grid(suite, tracker, force=args.force, shard=shard, cluster=cluster)
+    try:
+        report = run_grid(suite, tracker, force=args.force, shard=shard, cluster=cluster)
+    except ClusterError as exc:  # a scheduler that does not answer, workers that cannot take a cell
+        parser.exit(2, f"error: {exc}\n")
     print(f"{len(report.ran)} run, {len(report.reused)} reused, {len(report.failed)} failed")
     for _, message in report.failed:
         print(f"failed: {message}", file=sys.stderr)
