@@ -241,7 +241,7 @@ def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, sto
             check_tunable(load_dataset(entry), entry.name)
         tune_on_cluster(spec, storage_url, [StudyJob(study.study_name, m.name, entry, bits, seed, suite.device, m.overrides,
                                                      suite.stopping, suite.imports) for entry, m, study in studies],
-                        trials, tracker=tracker, log=lambda line: console.print(line, markup=False, highlight=False))
+                        trials, tracker=tracker, log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     rows = []
     for entry, m, study in studies:
         if spec.in_process:
@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             check_tunable(data, args.dataset)
             job = StudyJob(name, args.method, DatasetEntry(args.dataset, loader_opts, "auto"), bits, args.seed, args.device, base)
             tune_on_cluster(cluster, args.storage, [job], args.trials, tracker=tracker, timeout=args.timeout,
-                            log=lambda line: console.print(line, markup=False, highlight=False))
+                            log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
     report(study, console)
