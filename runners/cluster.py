@@ -342,6 +342,14 @@ def portable_uri(uri: str) -> str:
     return uri
 
 
+def portable_storage(url: str) -> str:
+    """Return an Optuna storage URL that means the same from another working directory (a
+    relative sqlite file or journal file made absolute)."""
+    if url.startswith("journal:"):
+        return "journal:" + str(Path(url.removeprefix("journal:")).resolve())
+    return portable_uri(url)
+
+
 def _is_local_store(uri: str) -> bool:
     return uri.startswith(("sqlite:", "file:", "journal:", "/")) or "://" not in uri
 
@@ -641,15 +649,18 @@ def run_trials(client: Any, storage_url: str, jobs: Sequence[StudyJob], trials: 
     in the parent first); `tracking` is (MLflow URI, experiment) for per-trial runs, or None."""
     grid = uuid.uuid4().hex[:12]
     uri, experiment = (portable_uri(tracking[0]), tracking[1]) if tracking else (None, "")
+    storage_url = portable_storage(storage_url)
     futures = {client.submit(trial_task, storage_url, job, i, uri, experiment, grid, key=f"trial-{job.study}-{i}-{grid}",
                              resources={FIT_RESOURCE: 1}, retries=retries, pure=False): job
                for job in jobs for i in range(trials)}
     progress = _Progress(len(futures), "trials")
     results: list[dict[str, Any]] = []
+    failures: list[str] = []
 
     def done(future: Any, result: dict[str, Any] | None) -> None:
         if result is None:
-            log(_failure(future, f"a trial of {futures[future].study}") + progress.count(False))
+            failures.append(_failure(future, f"a trial of {futures[future].study}"))
+            log(failures[-1] + progress.count(False))
             return
         results.append(result)
         value = "" if result["value"] is None else f": val mAP {result['value']:.4f}"
@@ -658,6 +669,8 @@ def run_trials(client: Any, storage_url: str, jobs: Sequence[StudyJob], trials: 
 
     deadline = None if timeout is None else time.monotonic() + timeout
     _follow(client, futures, grid, log, done, deadline)
+    if futures and not results:
+        raise ClusterError(f"none of the {len(futures)} trials ran on the cluster; the first: {failures[0]}")
     return results
 
 
