@@ -364,3 +364,13 @@ def test_slurm_jobs_get_the_users_options_and_one_fit_per_worker(tmp_path, monke
         with engine.open_cluster(engine.ClusterSpec(jobqueue="slurm", options={"cores": 8, "memory": "1GB", "qeue": "x"}),
                                  lines.append):
             pass
+
+
+def test_stores_are_named_the_same_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # what the parent sends its workers, whose folder is another
+    assert engine.portable_uri("sqlite:///m.db") == f"sqlite:///{tmp_path / 'm.db'}"
+    assert engine.portable_uri("sqlite:////srv/m.db") == "sqlite:////srv/m.db"
+    assert engine.portable_uri("http://10.0.0.5:5000") == "http://10.0.0.5:5000"
+    assert engine.portable_storage("journal:study.log") == f"journal:{tmp_path / 'study.log'}"
+    assert engine.portable_storage("study.log") == str(tmp_path / "study.log")
+    assert engine.portable_storage("postgresql+psycopg2://bench@db/optuna") == "postgresql+psycopg2://bench@db/optuna"
