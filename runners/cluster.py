@@ -278,8 +278,12 @@ def _jobqueue_cluster(spec: ClusterSpec, log: Log) -> Any:
         cluster = cls(worker_extra_args=extra, **options)
     except (TypeError, ValueError) as exc:  # a misspelt option, or cores / memory missing
         raise ClusterError(f"--jobqueue {spec.jobqueue}: {exc}") from None
-    log(f"each {spec.jobqueue} job runs this script:\n{cluster.job_script()}")
-    cluster.scale(jobs=spec.jobs)
+    try:
+        log(f"each {spec.jobqueue} job runs this script:\n{cluster.job_script()}")
+        cluster.scale(jobs=spec.jobs)
+    except BaseException:
+        cluster.close()
+        raise
     return cluster
 
 
@@ -406,13 +410,20 @@ def _tracker(uri: str, experiment: str) -> Any:
 
 
 class _AttemptTracker:
-    """A Tracker whose new runs also carry the grid, attempt and worker tags."""
+    """A Tracker whose new runs also carry the grid, attempt and worker tags, and whose runs that a
+    later attempt marked KILLED stay so: a worker the scheduler gave up for dead (a lost network,
+    missed heartbeats) that comes back and completes its fit does not finish the cell twice."""
 
     def __init__(self, tracker: Any, tags: Mapping[str, Any]):
         self._tracker, self._tags = tracker, dict(tags)
 
     def start(self, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any]) -> str:
         return self._tracker.start(run_name, {**tags, **self._tags}, params)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        if status == "FINISHED" and self._tracker.status(run_id) == "KILLED":
+            return
+        self._tracker.finish(run_id, status)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tracker, name)
@@ -436,11 +447,11 @@ def cell_task(suite: Suite, cell: Cell, key: str, uri: str, experiment: str, gri
                           "every machine needs the same commit, plug-ins and data files")
     tracker = _tracker(uri, experiment)
     runs = tracker.runs_of(key)
-    ours = [r for r in runs if r.tags.get("grid_id") == grid]
-    finished = [r for r in runs if r.status == "FINISHED" and (not force or r in ours)]
+    ours = {r.run_id for r in runs if r.tags.get("grid_id") == grid}
+    finished = [r for r in runs if r.status == "FINISHED" and (not force or r.run_id in ours)]
     if finished:
         earlier = finished[-1].tags.get("attempt")
-        by = f"attempt {earlier} of this grid" if finished[-1] in ours else "an earlier grid"
+        by = f"attempt {earlier} of this grid" if finished[-1].run_id in ours else "an earlier grid"
         return "FINISHED", f"{title}: already finished by {by} (run {finished[-1].run_id}); not trained again"
     attempt = len(ours) + 1
     stale = [r for r in runs if r.status == "RUNNING"]

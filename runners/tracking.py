@@ -116,6 +116,10 @@ class Tracker:
         """Copy one artifact of a run into `folder`; return its local path."""
         return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
 
+    def status(self, run_id: str) -> str:
+        """Return a run's status now (RUNNING, FINISHED, FAILED, KILLED)."""
+        return self.client.get_run(run_id).info.status
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         """Close the run as FINISHED, FAILED or KILLED."""
         self.client.set_terminated(run_id, status=status)

@@ -211,6 +211,13 @@ def test_a_cell_task_run_again_never_trains_a_finished_cell_twice(tmp_path, plug
     assert "attempt 1 of this grid" in engine.cell_task(suite, fast8, k8, uri, EXPERIMENT, "grid-b", force=True)[1]
     assert [r.status for r in tracker.runs_of(k8)] == ["FINISHED", "FINISHED"]
 
+    # a worker given up for dead comes back: the attempt that superseded it marked its run KILLED
+    zombie = engine._AttemptTracker(tracker, {"grid_id": "grid-d", "attempt": 1})
+    lost = zombie.start("a lost attempt", {"run_key": k16}, {})
+    tracker.finish(lost, "KILLED")
+    zombie.finish(lost)
+    assert tracker.status(lost) == "KILLED"
+
     status, message = engine.cell_task(suite, fast8, "0" * 16, uri, EXPERIMENT, "grid-c")
     assert status == "FAILED" and "same commit" in message and len(tracker.runs_of("0" * 16)) == 0
 
