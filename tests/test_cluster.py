@@ -381,3 +381,12 @@ def test_stores_are_named_the_same_from_any_working_directory(tmp_path, monkeypa
     assert engine.portable_storage("journal:study.log") == f"journal:{tmp_path / 'study.log'}"
     assert engine.portable_storage("study.log") == str(tmp_path / "study.log")
     assert engine.portable_storage("postgresql+psycopg2://bench@db/optuna") == "postgresql+psycopg2://bench@db/optuna"
+
+
+def test_one_worker_methods_and_data_sets_never_import_dask():
+    code = ("import sys, datasets, methods, runners.run, runners.compare, runners.tune\n"
+            "from runners.suite import load_suite\n"
+            "load_suite('benchmarks/default.toml')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'dask_jobqueue')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
