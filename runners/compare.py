@@ -27,6 +27,7 @@ from .artifacts import plot_curves
 from .evaluation import spec_for_metric
 from .records import RunRecord
 from .rescore import rescore
+from .cluster import ClusterError, spec_from_args
 from .run import add_grid_arguments, cell_key, load_cell_data, parse_shard, run_grid, suite_from_args
 from .suite import Cell, SuiteError
 from .tracking import Tracker
@@ -83,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         suite = suite_from_args(args)
         parse_shard(args.shard)
+        cluster = spec_from_args(args, suite.cluster)
         references = [] if args.references == "none" else load_references(args.references)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
@@ -90,7 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracker = Tracker(args.tracking_uri, args.experiment)
     failed = []
     if not args.no_run:
-        failed = run_grid(suite, tracker, force=args.force, workers=args.workers, shard=parse_shard(args.shard)).failed
+        try:
+            failed = run_grid(suite, tracker, force=args.force, shard=parse_shard(args.shard), cluster=cluster).failed
+        except ClusterError as exc:  # a scheduler that does not answer, workers that cannot take a cell
+            parser.exit(2, f"error: {exc}\n")
     keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
     finished = tracker.finished()
     if add_metric(tracker, finished, keyed, args.metric):

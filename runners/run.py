@@ -31,12 +31,13 @@ from datasets.preprocessing import describe as describe_steps, preprocess
 from methods import FitContext
 
 from . import artifacts
+from .cluster import ClusterError, ClusterSpec, add_cluster_arguments, run_grid_on_cluster, spec_from_args
 from .evaluation import encode_splits
 from .identity import fit_code_version, git_commit, metrics_version, run_key
 from .progress import Reporter
 from .records import FitSummary, RunRecord
 from .rescore import rescore, score_run
-from .suite import (DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, check_device, import_plugins, load_suite,
+from .suite import (DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, check_device, load_suite,
                     load_tuned, select)
 from .tracking import Tracker
 
@@ -99,12 +100,15 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
 
 
 def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: int = 1,
-             shard: tuple[int, int] | None = None, console: Console | None = None) -> GridReport:
+             shard: tuple[int, int] | None = None, console: Console | None = None,
+             cluster: ClusterSpec | None = None) -> GridReport:
     """Run every cell of `suite` not already finished in `tracker` (all of them with force);
     finished runs scored by an older metrics version are rescored from their stored codes.
 
-    With workers > 1 the cells go to that many spawned processes sharing the store (created here,
-    in the parent, first). Progress goes to `console` (stderr): a bar on a terminal, lines otherwise."""
+    With `cluster` (or workers > 1: a local cluster) each missing cell is one task on a Dask cluster
+    (runners.cluster), the store created here, in the parent, first. Progress goes to `console`
+    (stderr): a bar on a terminal, lines otherwise."""
+    cluster = cluster or ClusterSpec(workers=workers)
     report = GridReport()
     finished = {} if force else tracker.finished()
     current = metrics_version()
@@ -127,19 +131,20 @@ def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: in
         return report
     with Reporter(len(todo), console) as reporter:
         reporter.log(f"{len(report.reused) + len(stale)} of {len(report.reused) + len(stale) + len(todo)} runs already in "
-                     f"MLflow ({len(stale)} rescored); running {len(todo)}" + (f" on {workers} workers" if workers > 1 else ""))
-        if workers <= 1:
+                     f"MLflow ({len(stale)} rescored); running {len(todo)}" + ("" if cluster.in_process else f" {cluster.describe()}"))
+        if cluster.in_process:
             for cell, key in todo:
                 _record(report, reporter, key, run_cell(suite, cell, tracker, reporter))
         else:
-            _run_parallel(suite, todo, tracker, workers, report, reporter)
+            run_grid_on_cluster(cluster, suite, todo, tracker, lambda key, outcome, line: _record(report, reporter, key, outcome, line),
+                                log=reporter.log, force=force)
     return report
 
 
-def _record(report: GridReport, reporter: Reporter, key: str, outcome: tuple[str, str]) -> None:
+def _record(report: GridReport, reporter: Reporter, key: str, outcome: tuple[str, str], line: str | None = None) -> None:
     status, message = outcome
     (report.ran.append(key) if status == "FINISHED" else report.failed.append((key, message)))
-    reporter.log(message)
+    reporter.log(line or message)
     reporter.advance()
 
 
@@ -240,40 +245,6 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
         return "FAILED", f"FAILED {title}: {type(exc).__name__}: {exc}"
 
 
-_worker_tracker: Tracker | None = None
-
-
-def _worker_init(uri: str, experiment: str, threads: int) -> None:
-    global _worker_tracker
-    torch.set_num_threads(threads)
-    _worker_tracker = Tracker(uri, experiment)  # the experiment exists already: created by the parent
-
-
-def _worker_run(suite: Suite, cell: Cell) -> tuple[str, str]:
-    assert _worker_tracker is not None
-    import_plugins(suite.imports)  # a fresh process knows only the built-in methods and data sets
-    return run_cell(suite, cell, _worker_tracker)
-
-
-def _run_parallel(suite: Suite, todo: list[tuple[Cell, str]], tracker: Tracker, workers: int,
-                  report: GridReport, reporter: Reporter) -> None:
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                             initargs=(tracker.uri, tracker.experiment, threads)) as pool:
-        futures = {pool.submit(_worker_run, suite, cell): key for cell, key in todo}
-        for future in as_completed(futures):
-            key = futures[future]
-            try:
-                outcome = future.result()
-            except Exception as exc:  # a worker died (e.g. out of memory): its run stays RUNNING, rerun next time
-                outcome = ("FAILED", f"FAILED worker: {type(exc).__name__}: {exc}")
-            _record(report, reporter, key, outcome)
-
-
 def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options shared by runners.run and runners.compare."""
     parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="suite TOML file (default: %(default)s)")
@@ -285,11 +256,12 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     parser.add_argument("--experiment", default="xmodal-hash-bench", help="MLflow experiment name (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rerun every cell even if MLflow holds it")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the grid (default: %(default)s)")
-    parser.add_argument("--shard", metavar="I/N", help="run only shard I of N (cells split by run key): one per machine")
+    parser.add_argument("--shard", metavar="I/N", help="only shard I of N of the grid (cells split by run key); a static "
+                        "split kept for machines without a shared scheduler: prefer --scheduler")
     parser.add_argument("--params-from", metavar="STUDY", help="use the best config of this Optuna study for its method")
     parser.add_argument("--tuned", metavar="FILE", help="run every method with its tuned config from FILE (written by runners.tune --suite)")
     parser.add_argument("--optuna-storage", default="sqlite:///optuna.db", help="storage of --params-from (default: %(default)s)")
+    add_cluster_arguments(parser)
 
 
 def suite_from_args(args: argparse.Namespace) -> Suite:
@@ -324,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         suite = suite_from_args(args)
         parse_shard(args.shard)
+        cluster = spec_from_args(args, suite.cluster)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
     tracker = Tracker(args.tracking_uri, args.experiment)
@@ -331,7 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard = parse_shard(args.shard)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
-    report = run_grid(suite, tracker, force=args.force, workers=args.workers, shard=shard)
+    try:
+        report = run_grid(suite, tracker, force=args.force, shard=shard, cluster=cluster)
+    except ClusterError as exc:  # a scheduler that does not answer, workers that cannot take a cell
+        parser.exit(2, f"error: {exc}\n")
     print(f"{len(report.ran)} run, {len(report.reused)} reused, {len(report.failed)} failed")
     for _, message in report.failed:
         print(f"failed: {message}", file=sys.stderr)

@@ -33,7 +33,8 @@ from methods.base import ConfigError, check_bits
 
 DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "default.toml"
 
-SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods", "stopping", "imports", "max_bits"}
+SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "methods", "stopping", "imports", "max_bits",
+              "cluster"}
 # Codes longer than this are refused unless a suite raises its max_bits: 100,000 bits trained for
 # minutes and peaked at 11.5 GB, and such a length is nearly always a typo.
 MAX_BITS = 4096
@@ -98,6 +99,7 @@ class Suite:
     stopping: Mapping[str, Any] = field(default_factory=dict)  # the shared stopping rule (methods.training)
     tuned: TunedConfigs | None = None
     imports: tuple[str, ...] = ()  # modules or .py files that register methods / data sets of one's own
+    cluster: Mapping[str, Any] = field(default_factory=dict)  # where the grid runs (runners.cluster); no part of any run key
 
     def method_for(self, dataset: DatasetEntry, method: MethodEntry) -> MethodEntry:
         """Return `method` as it runs on `dataset`: with the tuned overrides when the suite has them."""
@@ -227,6 +229,8 @@ def import_plugins(entries: Sequence[str], where: str = "imports") -> None:
 
 def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
     """Return a checked Suite from the parsed TOML mapping `raw` read from `source`."""
+    from .cluster import check_cluster_table  # it imports this module
+
     _unknown_keys(raw, SUITE_KEYS, source)
     base = Path(source).resolve().parent
     imports = tuple(str(base / i) if i.endswith(".py") and not Path(i).is_absolute() else i
@@ -250,6 +254,7 @@ def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
         description=str(raw.get("description", "")),
         stopping=dict(raw.get("stopping", {})),
         imports=imports,
+        cluster=check_cluster_table(raw.get("cluster", {}), f"{source}: cluster"),
     )
     check_suite(suite)
     return suite

@@ -66,6 +66,15 @@ class Tracker:
             if not token:
                 return out
 
+    def runs_of(self, run_key: str, status: str | None = None) -> list[RunRecord]:
+        """Return the records of every run of one cell (its run key), optionally of one status,
+        oldest first: what a cluster task checks before it trains."""
+        if not run_key or not all(c in "0123456789abcdef" for c in run_key):
+            raise ValueError(f"a run key is a hex digest, got {run_key!r}")
+        query = f"tags.run_key = '{run_key}'" + (f" and attributes.status = '{status}'" if status else "")
+        runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1000)
+        return sorted((RunRecord.from_run(run) for run in runs), key=lambda r: r.start_time)
+
     def finished(self) -> dict[str, RunRecord]:
         """Return {run_key: record} for finished runs; the newest wins if a key was finished twice."""
         by_key: dict[str, RunRecord] = {}
@@ -113,6 +122,10 @@ class Tracker:
     def download(self, run_id: str, artifact: str, folder: str | Path) -> Path:
         """Copy one artifact of a run into `folder`; return its local path."""
         return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
+
+    def status(self, run_id: str) -> str:
+        """Return a run's status now (RUNNING, FINISHED, FAILED, KILLED)."""
+        return self.client.get_run(run_id).info.status
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         """Close the run as FINISHED, FAILED or KILLED."""

@@ -37,13 +37,15 @@ from datasets.preprocessing import preprocess
 from methods import FitContext
 from methods.base import ConfigError, HashingMethod, check_bits
 
+from .cluster import StudyJob, add_cluster_arguments, cli_choices, cluster_spec, tune_on_cluster
 from .identity import fit_code_version, git_commit
 from .evaluation import validation_map
-from .suite import SuiteError
+from .suite import DatasetEntry, SuiteError
 from .tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 PRUNE_KEY = "val_map"  # the per-epoch value a method reports for pruning
+TRIAL_ERRORS = (RuntimeError, FloatingPointError)  # a trial raising one of these is FAIL; the study goes on
 
 
 def open_storage(url: str | None) -> Any:
@@ -60,13 +62,19 @@ def default_study_name(method: str, dataset: str, bits: int) -> str:
     return f"{method}-{dataset}-{bits}b"
 
 
+def study_algorithms(seed: int) -> dict[str, Any]:
+    """Return the sampler and pruner of a study: Optuna stores neither, so every process that runs
+    trials (runners.cluster's workers too) builds them again."""
+    return {"sampler": optuna.samplers.TPESampler(seed=seed),
+            "pruner": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)}
+
+
 def create_study(storage: Any, name: str, seed: int, attrs: Mapping[str, Any]) -> optuna.Study:
     """Create (or reopen) the study with a seeded TPE sampler and a median pruner; call this in
     the parent before starting workers so the store is created once."""
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        **study_algorithms(seed),
     )
     for key, value in attrs.items():
         if study.user_attrs.get(key, value) != value:
@@ -163,16 +171,21 @@ def report(study: optuna.Study, console: Console) -> dict[str, Any]:
     return summary
 
 
+def check_tunable(data: CrossModalData, dataset_name: str) -> None:
+    """Raise SuiteError unless the data set has a validation split (tuning never uses the query set)."""
+    if data.validation is None:
+        raise SuiteError(f"data set {dataset_name!r} has no validation split; tuning never uses the query set "
+                         "(set n_validation in its options)")
+
+
 def run_study(study: optuna.Study, method_name: str, dataset_name: str, data: CrossModalData, *, bits: int, seed: int,
               device: str, base: Mapping[str, Any], tracker: Tracker | None, trials: int, timeout: float | None = None,
               stopping: Any = None) -> None:
     """Run `trials` trials of `study` (fit on the training split, score on validation)."""
-    if data.validation is None:
-        raise SuiteError(f"data set {dataset_name!r} has no validation split; tuning never uses the query set "
-                         "(set n_validation in its options)")
+    check_tunable(data, dataset_name)
     objective = make_objective(method_name, dataset_name, data, bits, seed, device, base, tracker, study.study_name, stopping)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=trials, timeout=timeout, catch=(RuntimeError, FloatingPointError),
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=TRIAL_ERRORS,
                    show_progress_bar=sys.stderr.isatty())
 
 
@@ -200,9 +213,11 @@ def write_tuned(path: Path, suite_source: str, trials: int, bits: int, rows: lis
 
 
 def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, storage_url: str, output: Path,
-               tracker: Tracker | None, console: Console, selection: Mapping[str, Any]) -> list[dict[str, Any]]:
+               tracker: Tracker | None, console: Console, selection: Mapping[str, Any],
+               cluster: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Tune every (data set, method) of a suite with the same trial budget; write and return the
-    tuned configs."""
+    tuned configs. With `cluster` (command-line choices, over the suite's [cluster] table) every
+    study's trials run at once on a Dask cluster (runners.cluster)."""
     from .run import load_dataset
     from .suite import load_suite, select
 
@@ -220,12 +235,20 @@ def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, sto
                      "dataset_options": json.dumps(dict(entry.options), sort_keys=True),
                      "overrides": json.dumps(dict(m.overrides), sort_keys=True)}
             studies.append((entry, m, create_study(storage, name, seed, attrs)))
+    spec = cluster_spec(cluster or {}, suite.cluster)
+    if not spec.in_process:
+        for entry in suite.datasets:
+            check_tunable(load_dataset(entry), entry.name)
+        tune_on_cluster(spec, storage_url, [StudyJob(study.study_name, m.name, entry, bits, seed, suite.device, m.overrides,
+                                                     suite.stopping, suite.imports) for entry, m, study in studies],
+                        trials, tracker=tracker, log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     rows = []
     for entry, m, study in studies:
-        data = load_dataset(entry)
-        console.print(f"tuning {m.label} on {entry.name} at {bits} bits ({trials} trials)", markup=False, highlight=False)
-        run_study(study, m.name, entry.name, data, bits=bits, seed=seed, device=suite.device, base=m.overrides,
-                  tracker=tracker, trials=trials, stopping=suite.stopping)
+        if spec.in_process:
+            data = load_dataset(entry)
+            console.print(f"tuning {m.label} on {entry.name} at {bits} bits ({trials} trials)", markup=False, highlight=False)
+            run_study(study, m.name, entry.name, data, bits=bits, seed=seed, device=suite.device, base=m.overrides,
+                      tracker=tracker, trials=trials, stopping=suite.stopping)
         summary = report(study, console)
         rows.append({"dataset": entry.name, "label": m.label, "method": m.name, "study": study.study_name,
                      "default_value": summary["default"] if summary["default"] is not None else float("nan"),
@@ -251,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                         help="fixed config override for every trial, e.g. epochs=20 (repeatable)")
     parser.add_argument("--bits", type=int, help="hash length (default: 32; --suite: the suite's middle one)")
-    parser.add_argument("--trials", type=int, default=20, help="trials per study this process runs (default: %(default)s)")
+    parser.add_argument("--trials", type=int, default=20, help="trials per study this process runs, or with a cluster "
+                        "the cluster's workers run (default: %(default)s)")
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed for the sampler, the data and training (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
@@ -260,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", help="MLflow URI for per-trial runs (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     parser.add_argument("--experiment", default="xmodal-hash-bench-tuning", help="MLflow experiment (default: %(default)s)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log trials to MLflow")
+    add_cluster_arguments(parser)
     args = parser.parse_args(argv)
     console = Console()
     try:
@@ -274,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             output = Path(args.output or f"tuned-{Path(args.suite).stem}.toml")
             tune_suite(args.suite, trials=args.trials, bits=args.bits, seed=args.seed, storage_url=args.storage,
                        output=output, tracker=tracker, console=console,
-                       selection={"datasets_": args.datasets, "methods_": args.methods})
+                       selection={"datasets_": args.datasets, "methods_": args.methods}, cluster=cli_choices(args))
             return 0
         if not (args.method and args.dataset):
             raise ValueError("give --suite FILE, or both --method and --dataset")
@@ -287,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cls.from_overrides(base)
         if cls.search_space.__func__ is HashingMethod.search_space.__func__:
             raise ValueError(f"method {args.method!r} declares no search space")
+        cluster = cluster_spec(cli_choices(args))
     except (ValueError, ConfigError, methods.UnknownNameError, SuiteError) as exc:
         parser.exit(2, f"error: {exc}\n")
     name = args.study_name or default_study_name(args.method, args.dataset, bits)
@@ -297,8 +323,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = create_study(storage, name, args.seed, attrs)
         data = preprocess(datasets.load(args.dataset, **loader_opts), "auto")
         tracker = None if args.no_mlflow else Tracker(args.tracking_uri, args.experiment)
-        run_study(study, args.method, args.dataset, data, bits=bits, seed=args.seed, device=args.device, base=base,
-                  tracker=tracker, trials=args.trials, timeout=args.timeout)
+        if cluster.in_process:
+            run_study(study, args.method, args.dataset, data, bits=bits, seed=args.seed, device=args.device, base=base,
+                      tracker=tracker, trials=args.trials, timeout=args.timeout)
+        else:
+            check_tunable(data, args.dataset)
+            job = StudyJob(name, args.method, DatasetEntry(args.dataset, loader_opts, "auto"), bits, args.seed, args.device, base)
+            tune_on_cluster(cluster, args.storage, [job], args.trials, tracker=tracker, timeout=args.timeout,
+                            log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
     report(study, console)

@@ -24,7 +24,7 @@ def test_grid_order_and_count():
 
 
 @pytest.mark.parametrize("change,expected", [
-    ({"bit": [16]}, r"s\.toml: unknown key 'bit' \(did you mean 'bits'\?\); accepted: bits, datasets"),
+    ({"bit": [16]}, r"s\.toml: unknown key 'bit' \(did you mean 'bits'\?\); accepted: bits, cluster, datasets"),
     ({"bits": [16, -4]}, r"s\.toml: bits: bits must be a positive integer .* got -4"),
     ({"bits": [0]}, r"bits must be a positive integer"),
     ({"seeds": [-1]}, r"seeds must be non-negative integers, got -1"),
