@@ -29,22 +29,37 @@ def _digest(paths: list[Path]) -> str:
     return h.hexdigest()[:12]
 
 
+def method_source_files(method_name: str) -> list[Path]:
+    """Return the method-side source files that decide a method's numbers: its module, the shared
+    base / layers / selection modules, and every other module of the `methods` package whose
+    objects the method's module imports (e.g. methods/shallow.py for the classic baselines, or
+    methods/cca.py for cca-itq), so editing shared code makes the affected cells new runs."""
+    method_cls = methods.get(method_name)
+    method_dir = Path(inspect.getfile(methods.base.HashingMethod)).parent
+    module = inspect.getmodule(method_cls)
+    paths = [Path(inspect.getfile(method_cls)), method_dir / "base.py", method_dir / "layers.py"]
+    paths += [p for p in [method_dir / "selection.py"] if p.exists()]
+    for value in vars(module).values():
+        owner = value if inspect.ismodule(value) else inspect.getmodule(value)
+        name = getattr(owner, "__name__", "")
+        # the package __init__ (register, get) holds no numerics; sibling modules do
+        if name.startswith("methods.") and getattr(owner, "__file__", None):
+            paths.append(Path(owner.__file__))
+    return sorted(set(paths))
+
+
 @lru_cache(maxsize=None)
 def code_version(method_name: str, dataset_name: str) -> str:
     """Return '<method version>-<12 hex>' for the code that decides a cell's results."""
     method_cls = methods.get(method_name)
-    method_dir = Path(inspect.getfile(methods.base.HashingMethod)).parent
     metrics_dir = REPO_ROOT / "metrics"
     loader = datasets.get_loader(dataset_name)
     paths = [
-        Path(inspect.getfile(method_cls)),
-        method_dir / "base.py",
-        method_dir / "layers.py",
+        *method_source_files(method_name),
         Path(inspect.getfile(loader)),
         Path(inspect.getfile(datasets.container)),
         *sorted(metrics_dir.glob("*.py")),
     ]
-    paths += [p for p in [method_dir / "selection.py"] if p.exists()]
     return f"{method_cls.version}-{_digest(paths)}"
 
 
