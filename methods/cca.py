@@ -1,0 +1,68 @@
+"""CCA: canonical correlation analysis (Hotelling, Biometrika 1936) as a cross-modal baseline.
+
+The real-valued method of Rasiwasia et al. (ACM MM 2010, "A new approach to cross-modal
+multimedia retrieval", the paper that introduced the Wikipedia set): project both modalities on
+the top-K canonical directions of the centred training features and rank by normalised
+correlation, i.e. cosine in the K-d CCA space. `embed` returns those projections (the runner
+reports `map_cosine_*`); `encode` returns their signs, the "CCA" hashing baseline of the
+cross-modal hashing tables (e.g. DCMH, CVPR 2017, Table 3: sign of the CCA projections).
+
+Solver: Cxx = X^T X + reg c_x I, Cyy likewise, c the mean eigenvalue of the scatter (the ridge of
+trainCCA.m's callers in the SCM code, trainSCM_seq.m / demo_SCM.m, is an absolute 1e-6 on the
+unnormalised scatter; relative, it stays as small whatever the input scale), directions with
+W^T C W = I from whitening + SVD (methods/shallow.py `cca`): the same solution as trainCCA.m's
+eig(Cxy Cyy^-1 Cyx, Cxx), cheaper for 4,096-d inputs.
+
+Bits beyond the rank: only min(rank(X), rank(Y)) canonical directions exist (Wikipedia's 10-d
+LDA text has rank 9 after centring, its 128-d image histograms rank 127). Asking for more raises
+an error naming the rank; `kernel = "rbf"` maps both modalities through the 500-anchor RBF kernel
+first (rank up to 500), the usual way longer codes are obtained. The linear map is the default
+because it is the published method (Rasiwasia et al. use the raw 128-d / 10-d features).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from datasets import Split
+
+from . import register
+from .base import FitContext, HashingMethod, check_bits
+from .shallow import KernelOptions, ProjectionEncoder, cca, check_rank, modality_maps, numerical_rank
+
+
+@dataclass(frozen=True)
+class CCAConfig(KernelOptions):
+    # trainSCM_seq.m / demo_SCM.m: Cxx = X'X + 1e-6 * eye(dX); here relative to the mean
+    # eigenvalue of X'X (shallow.scatter)
+    reg: float = 1e-6
+
+
+def fit_cca_model(train: Split, bits: int, cfg: CCAConfig, seed: int, method: str):
+    """Return (maps, Wx, Wy, rho) for the top-`bits` canonical directions of the mapped, centred
+    training features; raises ValueError naming the rank when bits exceeds it."""
+    maps = modality_maps(train, cfg, seed)
+    x, y = maps["image"](train.image), maps["text"](train.text)
+    ranks = {m: numerical_rank(z, cap=bits) for m, z in (("image", x), ("text", y))}
+    hint = ("set kernel='rbf' to map both modalities through the anchor kernel first"
+            if cfg.kernel == "none" else "a narrower kernel (kernel_width < 1) gives the smooth RBF features a higher numerical rank")
+    check_rank(method, bits, ranks, "the CCA rank, the smaller rank of the centred training features", hint)
+    wx, wy, rho = cca(x, y, bits, cfg.reg)
+    return maps, wx, wy, rho
+
+
+@register("cca")
+class CCA(HashingMethod):
+    """CCA projections; embed() for cosine ranking (the published protocol), codes = their signs."""
+
+    Config = CCAConfig
+    version = "1"
+
+    @classmethod
+    def search_space(cls, trial):
+        """Return overrides drawn from an Optuna trial: the ridge on the scatter matrices."""
+        return {"reg": trial.suggest_float("reg", 1e-8, 1e-1, log=True)}
+
+    def fit(self, train: Split, bits: int, ctx: FitContext) -> ProjectionEncoder:
+        bits = check_bits(bits)
+        maps, wx, wy, _ = fit_cca_model(train, bits, self.config, ctx.seed, self.name)
+        return ProjectionEncoder(bits, maps, {"image": wx, "text": wy}, real_valued=True)
