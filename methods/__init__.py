@@ -35,7 +35,7 @@ def create(name: str, overrides: Mapping[str, Any] | None = None) -> HashingMeth
 
 
 # Importing the method modules registers them.
-from . import cca, cca_itq, cmfh, dcmh, dscmr, sam, scm, ssah  # noqa: E402,F401
+from . import cca, cca_itq, cmfh, dcmh, dscmr, sam, scm, seph, ssah  # noqa: E402,F401
 
 __all__ = [
     "ConfigError", "Encoder", "FitContext", "HashingMethod", "UnknownNameError",
