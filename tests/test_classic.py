@@ -118,8 +118,10 @@ def test_cca_few_items_branch_agrees():
     wx, wy, rho = cca(x, y, 4, reg)
     cxx, cyy = relative_ridge(x.T @ x, reg), relative_ridge(y.T @ y, reg)
     vals, vecs = scipy.linalg.eigh(x.T @ y @ np.linalg.solve(cyy, y.T @ x), cxx)
-    np.testing.assert_allclose(rho, np.sqrt(vals[::-1][:4]), rtol=1e-8)
-    assert same_up_to_column_sign(wx, vecs[:, ::-1][:, :4], 1e-7)
+    ref_rho, ref_wx = np.sqrt(vals[::-1][:4]), vecs[:, ::-1][:, :4]
+    np.testing.assert_allclose(rho, ref_rho, rtol=1e-8)
+    assert same_up_to_column_sign(wx, ref_wx, 1e-7)
+    assert same_up_to_column_sign(wy, np.linalg.solve(cyy, y.T @ x @ ref_wx) / ref_rho, 1e-7)
 
 
 def test_numerical_rank_of_sum_to_one_topics():
