@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datasets import Split
 
 from . import register
-from .base import FitContext, HashingMethod, check_bits
-from .shallow import KernelOptions, ProjectionEncoder, cca, check_rank, modality_maps, numerical_rank
+from .base import FitContext, check_bits
+from .shallow import KernelOptions, ProjectionEncoder, RidgeTuned, cca, check_rank, modality_maps, numerical_rank
 
 
 @dataclass(frozen=True)
@@ -51,16 +51,11 @@ def fit_cca_model(train: Split, bits: int, cfg: CCAConfig, seed: int, method: st
 
 
 @register("cca")
-class CCA(HashingMethod):
+class CCA(RidgeTuned):
     """CCA projections; embed() for cosine ranking (the published protocol), codes = their signs."""
 
     Config = CCAConfig
     version = "1"
-
-    @classmethod
-    def search_space(cls, trial):
-        """Return overrides drawn from an Optuna trial: the ridge on the scatter matrices."""
-        return {"reg": trial.suggest_float("reg", 1e-8, 1e-1, log=True)}
 
     def fit(self, train: Split, bits: int, ctx: FitContext) -> ProjectionEncoder:
         bits = check_bits(bits)

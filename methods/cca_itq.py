@@ -32,9 +32,9 @@ import numpy as np
 from datasets import Split
 
 from . import register
-from .base import FitContext, HashingMethod, check_bits
+from .base import FitContext, check_bits
 from .cca import CCAConfig, fit_cca_model
-from .shallow import ProjectionEncoder, itq_rotation, random_rotation, rng_for
+from .shallow import ProjectionEncoder, RidgeTuned, itq_rotation, random_rotation, rng_for
 
 
 @dataclass(frozen=True)
@@ -45,16 +45,11 @@ class CCAITQConfig(CCAConfig):
 
 
 @register("cca-itq")
-class CCAITQ(HashingMethod):
+class CCAITQ(RidgeTuned):
     """CCA-ITQ: canonical directions scaled by their correlations, then one ITQ rotation for both modalities."""
 
     Config = CCAITQConfig
     version = "1"
-
-    @classmethod
-    def search_space(cls, trial):
-        """Return overrides drawn from an Optuna trial: the ridge on the scatter matrices."""
-        return {"reg": trial.suggest_float("reg", 1e-8, 1e-1, log=True)}
 
     def fit(self, train: Split, bits: int, ctx: FitContext) -> ProjectionEncoder:
         bits = check_bits(bits)

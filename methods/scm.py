@@ -40,8 +40,8 @@ import numpy as np
 from datasets import Split
 
 from . import register
-from .base import FitContext, HashingMethod, check_bits
-from .shallow import (KernelOptions, ProjectionEncoder, back_to_directions, check_rank, cholesky_pair, modality_maps,
+from .base import FitContext, check_bits
+from .shallow import (KernelOptions, ProjectionEncoder, RidgeTuned, back_to_directions, check_rank, cholesky_pair, modality_maps,
                       normalized_labels, scatter, top_pairs_of_product, whiten)
 
 
@@ -66,16 +66,11 @@ def semantic_rank(singular_values: np.ndarray) -> int:
 
 
 @register("scm-seq")
-class SCMSeq(HashingMethod):
+class SCMSeq(RidgeTuned):
     """SCM-seq: one closed-form eigenproblem per bit on the residual of the semantic matrix."""
 
     Config = SCMConfig
     version = "1"
-
-    @classmethod
-    def search_space(cls, trial):
-        """Return overrides drawn from an Optuna trial: the ridge (SCM itself has no tuned parameter)."""
-        return {"reg": trial.suggest_float("reg", 1e-8, 1e-1, log=True)}
 
     def fit(self, train: Split, bits: int, ctx: FitContext) -> ProjectionEncoder:
         bits = check_bits(bits)

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from .base import MODALITIES, Encoder, Modality, sign_codes
+from .base import MODALITIES, Encoder, HashingMethod, Modality, sign_codes
 
 KernelKind = Literal["none", "rbf"]
 AnchorKind = Literal["random", "kmeans"]
@@ -170,6 +170,16 @@ def kernel_search_space(trial) -> dict:
         "n_anchors": trial.suggest_int("n_anchors", 100, 1000, log=True),
         "kernel_width": trial.suggest_float("kernel_width", 0.25, 4.0, log=True),
     }
+
+
+class RidgeTuned(HashingMethod):
+    """Base of the closed-form methods (CCA, CCA-ITQ, SCM) whose one free setting is the ridge
+    `reg` on the scatter matrices: the papers tune nothing else, so that is what Optuna gets."""
+
+    @classmethod
+    def search_space(cls, trial):
+        """Return overrides drawn from an Optuna trial: the relative ridge on the scatter matrices."""
+        return {"reg": trial.suggest_float("reg", 1e-8, 1e-1, log=True)}
 
 
 # --------------------------------------------------------------------------------------------
