@@ -30,12 +30,16 @@ Deviations, on purpose:
 - Best iterate: minKLD.m scores an iterate by pairing the previous iterate's Q with the new
   iterate's regulariser; we score every iterate (the initial one included) by its own objective.
 - Database codes: the paper combines both modalities' KLR probabilities into one unified code per
-  database item; the harness encodes each modality on its own, so each gets sign(phi(x)^T w).
+  database item; the harness encodes each modality on its own, so each gets sign(phi(x)^T w), as
+  DCMH's comparison does (Jiang & Li, CVPR 2017, Sec. 4.2: "we only use one modality for the
+  database (retrieval) points"; they also used SePH_rnd, "500 randomly selected points as kernel
+  bases by following its authors' suggestion").
 - Size: stage 1 holds several n x n matrices (P, Q, the t-kernel), O(n^2) time and memory per
   iteration. Training sets above `max_train` items (default 3,000; ~70 MB per n x n matrix) are
-  subsampled at random from the fit's seed for both stages, as the SePH papers sample training
-  data on their larger sets; the exact sizes they used we could not verify here, 3,000 keeps a
-  fit within about a minute on 2 CPU cores. Wikipedia (<= 2,173 training items) is used whole.
+  subsampled at random from the fit's seed for both stages. The project notes say the SePH paper
+  subsamples its larger training sets too; we could not retrieve the paper to confirm the size it
+  used. 3,000 keeps a fit around half a minute on 2 CPU cores; Wikipedia (<= 2,173 training items)
+  is used whole.
 """
 from __future__ import annotations
 

@@ -1,0 +1,137 @@
+"""Classic (shallow) baselines on real Wikipedia and synthetic MIRFlickr: mAP@all and fit seconds.
+
+    python -m benchmarks.bench_classic                  # wiki raw + z-scored, 16/32/64 bits, seeds 0-2
+    python -m benchmarks.bench_classic --flickr         # + synthetic-mirflickr (6,000 items, 2,700 train)
+    python -m benchmarks.bench_classic --seeds 0 --output /tmp/classic
+
+Wikipedia: official split, 217 training items held out for validation (the methods never look at
+them: all are closed form or run a fixed iteration count), test split as query and database.
+"zscore" standardises every split with the training mean and std (computed here, not in the
+methods). CCA and CCA-ITQ exist linearly only up to the CCA rank (9 on Wikipedia: 10-d LDA text),
+so they run with 9 bits linearly and with the RBF anchor map (kernel="rbf") at 16/32/64 bits;
+a cell whose fit refuses the bit length records the error. Rows go to <output>.jsonl as they
+finish (a rerun skips those present); <output>.md holds mean ± std over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+import datasets
+import methods
+from methods import FitContext
+from runners.evaluation import evaluate_encoder
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# (label, registered name, overrides, bit lengths)
+RUNS = (
+    ("CCA", "cca", {}, (9,)),
+    ("CCA (rbf)", "cca", {"kernel": "rbf"}, (16, 32, 64)),
+    ("CCA-ITQ", "cca-itq", {}, (9,)),
+    ("CCA-ITQ (rbf)", "cca-itq", {"kernel": "rbf"}, (16, 32, 64)),
+    ("CMFH", "cmfh", {}, (16, 32, 64)),
+    ("SCM-seq", "scm-seq", {}, (16, 32, 64)),
+    ("SCM-orth", "scm-orth", {}, (9, 16)),
+    ("SePH_km", "seph", {}, (16, 32, 64)),
+    ("SePH_rnd", "seph", {"anchors": "random"}, (16, 32, 64)),
+)
+FLICKR = {"n_items": 6000, "n_query": 600, "n_train": 3000, "n_validation": 300}
+
+
+def zscored(data: datasets.CrossModalData) -> datasets.CrossModalData:
+    """Return data with each modality standardised by the training mean and std (std 0 -> 1)."""
+    stats = {}
+    for m in ("image", "text"):
+        x = getattr(data.train, m).astype(np.float64)
+        std = x.std(0)
+        stats[m] = (x.mean(0), np.where(std > 0, std, 1.0))
+    splits = {}
+    for name, split in data.splits().items():
+        splits[name] = replace(split, **{m: ((getattr(split, m) - mu) / sd).astype(np.float32) for m, (mu, sd) in stats.items()})
+    return replace(data, **splits)
+
+
+def run_cell(data, dataset: str, prep: str, label: str, name: str, overrides: dict, bits: int, seed: int) -> dict[str, Any]:
+    """Fit one configuration and return its row (mAP both ways, cosine mAP for CCA, fit seconds)."""
+    row: dict[str, Any] = {"dataset": dataset, "prep": prep, "label": label, "method": name, "overrides": overrides,
+                           "bits": bits, "seed": seed}
+    started = time.perf_counter()
+    try:
+        encoder = methods.create(name, overrides).fit(data.train, bits, FitContext(seed=seed))
+    except ValueError as exc:
+        row["error"] = str(exc)
+        return row
+    row["fit_seconds"] = time.perf_counter() - started
+    values = evaluate_encoder(encoder, data, curves=False).values
+    row.update({k: v for k, v in values.items() if k in ("map_i2t", "map_t2i", "map_cosine_i2t", "map_cosine_t2i")})
+    return row
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Return markdown tables (one per dataset and preprocessing): mean ± std over seeds."""
+    df = pd.DataFrame(rows)
+    out = []
+    for (dataset, prep), part in df.groupby(["dataset", "prep"], sort=False):
+        out.append(f"\n### {dataset}, inputs {prep}\n")
+        out.append("| method | bits | I→T | T→I | cosine I→T | cosine T→I | fit s | seeds |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for (label, bits), cell in part.groupby(["label", "bits"], sort=False):
+            if "error" in cell and cell["error"].notna().all():
+                out.append(f"| {label} | {bits} | refused: {cell['error'].iloc[0].split(': ', 1)[1][:90]}… | | | | | |")
+                continue
+            cell = cell[cell.get("error", pd.Series(index=cell.index, dtype=object)).isna()]
+
+            def fmt(key: str) -> str:
+                if key not in cell or cell[key].isna().all():
+                    return ""
+                v = cell[key].astype(float)
+                return f"{v.mean():.3f} ± {v.std(ddof=0):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+            out.append(f"| {label} | {bits} | {fmt('map_i2t')} | {fmt('map_t2i')} | {fmt('map_cosine_i2t')} | "
+                       f"{fmt('map_cosine_t2i')} | {cell['fit_seconds'].mean():.2f} | {len(cell)} |")
+    return "\n".join(out) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--flickr", action="store_true", help="also run synthetic-mirflickr (6,000 items)")
+    parser.add_argument("--output", type=Path, default=RESULTS / "classic_cpu")
+    args = parser.parse_args(argv)
+    jsonl = args.output.with_suffix(".jsonl")
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
+    done = {(r["dataset"], r["prep"], r["label"], r["bits"], r["seed"]) for r in rows}
+    sets = [("wiki", prep, lambda: datasets.load("wiki", n_validation=217)) for prep in ("raw", "zscore")]
+    if args.flickr:
+        sets.append(("synthetic-mirflickr-6k", "raw", lambda: datasets.load("synthetic-mirflickr", **FLICKR)))
+    for dataset, prep, load in sets:
+        data = load()
+        data = zscored(data) if prep == "zscore" else data
+        for label, name, overrides, bit_lengths in RUNS:
+            for bits in bit_lengths:
+                for seed in args.seeds:
+                    if (dataset, prep, label, bits, seed) in done:
+                        continue
+                    row = run_cell(data, dataset, prep, label, name, overrides, bits, seed)
+                    row["blas_threads_env"] = os.environ.get("OPENBLAS_NUM_THREADS", "")
+                    rows.append(row)
+                    jsonl.parent.mkdir(parents=True, exist_ok=True)
+                    with jsonl.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+    args.output.with_suffix(".md").write_text(
+        "# Classic baselines (CPU)\n\nmAP@all, ties broken by database index; mean ± std over seeds. "
+        "Reproduce: `python -m benchmarks.bench_classic --flickr`.\n" + table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
