@@ -54,7 +54,7 @@ class CCAITQ(RidgeTuned):
     def fit(self, train: Split, bits: int, ctx: FitContext) -> ProjectionEncoder:
         bits = check_bits(bits)
         cfg: CCAITQConfig = self.config
-        maps, wx, wy, rho = fit_cca_model(train, bits, cfg, ctx.seed, self.name)
+        maps, wx, wy, rho = fit_cca_model(train, bits, cfg, ctx, self.name)
         if cfg.scale_by_correlation:
             wx, wy = wx * rho, wy * rho
         v = np.vstack([maps["image"](train.image) @ wx, maps["text"](train.text) @ wy])

@@ -27,6 +27,11 @@ Hash functions: h_m(x) = sign((x - mean_m) P_m). The latent V is zero-mean by co
 centred data, so thresholding at 0 equals the code's thresholding at mean(V) (main_OCMFH.m).
 The paper gives database items one unified code from both modalities; the harness encodes each
 modality on its own (one `encode` per modality), so database items get sign(x P_m) as well.
+
+High-dimensional inputs: when d_m >= n, X_m P_m can reproduce any V on the training items
+(gamma / mu = 1e-5 barely regularises), so P_m need not generalise. Measured on synthetic
+MIRFlickr, 32 bits: 2,700 training items x 4,096-d images gave mAP 0.514 against 0.512 for a
+random ranking (0.625 with kernel = "rbf", 500-d); 9,000 items gave 0.566 (random 0.489).
 """
 from __future__ import annotations
 
@@ -39,7 +44,7 @@ from datasets import Split
 
 from . import register
 from .base import FitContext, HashingMethod, check_bits
-from .shallow import KernelOptions, ProjectionEncoder, modality_maps, ridge_solve, rng_for
+from .shallow import KernelOptions, ProjectionEncoder, modality_maps, note_underdetermined, ridge_solve, rng_for
 
 
 @dataclass(frozen=True)
@@ -141,8 +146,9 @@ class CMFH(HashingMethod):
         bits = check_bits(bits)
         cfg: CMFHConfig = self.config
         maps = modality_maps(train, cfg, ctx.seed)
-        solver = CMFHSolver(maps["image"](train.image), maps["text"](train.text), bits, cfg.lam, cfg.mu, cfg.gamma,
-                            rng_for(ctx.seed, stream=1))
+        x1, x2 = maps["image"](train.image), maps["text"](train.text)
+        note_underdetermined(ctx, self.name, len(train), {"image": x1.shape[1], "text": x2.shape[1]})
+        solver = CMFHSolver(x1, x2, bits, cfg.lam, cfg.mu, cfg.gamma, rng_for(ctx.seed, stream=1))
         history = solver.run(cfg.max_iter, cfg.tol)
         ctx.log(f"cmfh: {len(history)} sweeps, objective {history[0]:.6g} -> {history[-1]:.6g}")
         return ProjectionEncoder(bits, maps, {"image": solver.p[0], "text": solver.p[1]})

@@ -38,8 +38,8 @@ Deviations, on purpose:
   iteration. Training sets above `max_train` items (default 3,000; ~70 MB per n x n matrix) are
   subsampled at random from the fit's seed for both stages. The project notes say the SePH paper
   subsamples its larger training sets too; we could not retrieve the paper to confirm the size it
-  used. 3,000 keeps a fit around half a minute on 2 CPU cores; Wikipedia (<= 2,173 training items)
-  is used whole.
+  used. At 3,000 a 32-bit fit took 65 s on 2 shared CPU cores under heavy load (load average
+  ~10; 9,000-item synthetic MIRFlickr); Wikipedia (<= 2,173 training items) is used whole.
 """
 from __future__ import annotations
 

@@ -174,12 +174,26 @@ def kernel_search_space(trial) -> dict:
 
 class RidgeTuned(HashingMethod):
     """Base of the closed-form methods (CCA, CCA-ITQ, SCM) whose one free setting is the ridge
-    `reg` on the scatter matrices: the papers tune nothing else, so that is what Optuna gets."""
+    `reg` on the scatter matrices: the papers tune nothing else, so that is what Optuna gets.
+
+    The range reaches 10 x the mean eigenvalue: on the 9,000 x (4,096 + 1,386)-d synthetic
+    MIRFlickr set CCA's held-out correlations only matched the training ones near reg = 1
+    (measured: training rho_1 0.92 vs validation 0.33 at 1e-6; 0.73 vs 0.73 at 1)."""
 
     @classmethod
     def search_space(cls, trial):
         """Return overrides drawn from an Optuna trial: the relative ridge on the scatter matrices."""
-        return {"reg": trial.suggest_float("reg", 1e-8, 1e-1, log=True)}
+        return {"reg": trial.suggest_float("reg", 1e-8, 10.0, log=True)}
+
+
+def note_underdetermined(ctx, method: str, n: int, dims: Mapping[str, int]) -> None:
+    """Log when a modality has at least as many (mapped) dimensions as training items: a nearly
+    unregularised linear map can then fit any target on the training items and need not
+    generalise (seen on synthetic MIRFlickr: 4,096-d images, 2,700 training items)."""
+    wide = {m: d for m, d in dims.items() if d >= n}
+    if wide:
+        ctx.log(f"{method}: {', '.join(f'{m} {d}-d' for m, d in wide.items())} >= {n} training items; "
+                "with a small ridge the linear map can interpolate the training targets (consider kernel='rbf')")
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from methods.shallow import cca, itq_rotation, mean_pairwise_squared_distance, n
 from runners.evaluation import evaluate_encoder
 
 CLASSIC = ("cca", "cca-itq", "cmfh", "scm-seq", "scm-orth", "seph")
-FAST = {"seph": {"n_anchors": 100}}  # fewer anchors keep the generic tests quick
+FAST = {"seph": {"n_anchors": 100, "max_train": 400}}  # fewer anchors and a subsample (its max_train path) keep these quick
 
 
 @pytest.fixture(autouse=True, scope="module")
