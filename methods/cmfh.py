@@ -53,7 +53,10 @@ class CMFHConfig(KernelOptions):
     mu: float = 100.0               # main_OCMFH.m default mu = 100
     gamma: float = 0.001            # main_OCMFH.m default gamma = 0.001
     max_iter: int = 100             # main_OCMFH.m cmfhiter = 100 (solveCMFH.m: until converged)
-    tol: float = 1e-6               # stop when (J_prev - J) / J_prev < tol (ours; see docstring)
+    # stop when (J_prev - J) / J_prev < tol (ours; solveCMFH.m stops when a sum of unsquared norms
+    # drops by less than 0.01, a scale-dependent rule). On Wikipedia 1e-4 instead of 1e-6 halved
+    # the sweeps (27 vs 53 at 16 bits) and moved mAP by < 0.004.
+    tol: float = 1e-4
 
 
 class CMFHSolver:

@@ -164,14 +164,6 @@ def modality_maps(train, options: KernelOptions, seed: int, *, center: bool = Tr
     return {m: rbf_map(getattr(train, m), options, rng, center=center) for m in MODALITIES}
 
 
-def kernel_search_space(trial) -> dict:
-    """Return Optuna suggestions for the anchor map: number of anchors and bandwidth multiplier."""
-    return {
-        "n_anchors": trial.suggest_int("n_anchors", 100, 1000, log=True),
-        "kernel_width": trial.suggest_float("kernel_width", 0.25, 4.0, log=True),
-    }
-
-
 class RidgeTuned(HashingMethod):
     """Base of the closed-form methods (CCA, CCA-ITQ, SCM) whose one free setting is the ridge
     `reg` on the scatter matrices: the papers tune nothing else, so that is what Optuna gets.

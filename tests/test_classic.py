@@ -172,6 +172,21 @@ def test_itq_matches_the_literal_loop_and_never_increases_the_loss():
     assert losses[-1] < ((b0 - v @ r0) ** 2).sum()
 
 
+def test_cca_itq_is_correlation_scaled_cca_then_the_literal_itq_loop(flickr_small):
+    """The fit wires the pieces as documented: CCA directions times rho, one rotation learned by
+    ITQ.m's 0:n_iter loop on both modalities' stacked embeddings, from the seed's rotation."""
+    from methods.cca import fit_cca_model
+    from methods.cca_itq import CCAITQConfig
+    from methods.shallow import rng_for
+    train, bits, ctx = flickr_small.train, 16, FitContext(seed=3)
+    enc = methods.create("cca-itq").fit(train, bits, ctx)
+    maps, wx, wy, rho = fit_cca_model(train, bits, CCAITQConfig(), ctx, "cca-itq")
+    v = np.vstack([maps["image"](train.image) @ (wx * rho), maps["text"](train.text) @ (wy * rho)])
+    r = itq_literal(v, random_rotation(bits, rng_for(3, stream=1)), 50)
+    np.testing.assert_allclose(enc.weights["image"], wx * rho @ r, atol=1e-10)
+    np.testing.assert_allclose(enc.weights["text"], wy * rho @ r, atol=1e-10)
+
+
 # ---------------------------------------------------------------------------------------------
 # CMFH
 
