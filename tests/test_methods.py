@@ -76,7 +76,13 @@ WIKI_MARGIN = {"ssah": 0.01, "dcmh": 0.01}
 WIKI_EXTRA = {"dscmr": {"epochs": 20}, "dcmh": {"text_lr_multiplier": 1.0}}
 
 
-@pytest.mark.parametrize("name", methods.available())
+# Methods trained by epochs (they report val_map per epoch and draw their initialisation from the
+# seed). The closed-form classic baselines (cca, cca-itq, cmfh, scm-*, seph) have no epochs and
+# CCA / SCM no randomness at all; tests/test_classic.py checks them against exact references.
+TRAINED = [name for name in methods.available() if "epochs" in methods.get(name).Config.__dataclass_fields__]
+
+
+@pytest.mark.parametrize("name", TRAINED)
 def test_method_learns_codes(name, multi_label):
     data = multi_label
     seen = []
@@ -93,7 +99,7 @@ def test_method_learns_codes(name, multi_label):
     assert min(i2t, t2i) > base + MARGIN.get(name, 0.08), (name, i2t, t2i, base)
 
 
-@pytest.mark.parametrize("name", methods.available())
+@pytest.mark.parametrize("name", TRAINED)
 def test_same_seed_same_codes(name, multi_label):
     data = multi_label
     fits = [fast_method(name, epochs=2, eval_every=1, label_passes=15).fit(
