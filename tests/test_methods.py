@@ -38,7 +38,7 @@ SMALL_BY_METHOD = {
     # SSAH: 10 + 5 / 1 + 1 / 3 + 2 / 3 + 2 passes per epoch instead of 10 + 5 / 1 + 1 / 15 + 7 + 5 x 2,
     # so an epoch (one evaluation) is ~300 steps on 1,200 items, not ~780. The label net keeps its
     # default widths: its lr_label / init fix was measured at those.
-    "ssah": {"text_hidden": 256, "image_passes": (3, 2), "text_passes": (3, 2), "lr_image": 1e-3},
+    "ssah": {"text_hidden": 256, "image_passes": (3, 2), "text_passes": (3, 2), "lr_image": 10 ** -3.5},
     "dcmh": {"text_lr_multiplier": 30.0, "lr_start": 0.1, "lr_end": 0.01, "max_epochs": 40},
 }
 
