@@ -32,7 +32,7 @@ import metrics
 from runners.identity import git_commit
 from runners.leaderboard import Board, aggregate, build_board, load_references, markdown_table, suite_results, title
 from runners.run import cell_key, load_dataset, run_grid
-from runners.suite import Suite, load_suite, load_tuned
+from runners.suite import Suite, load_suite, load_tuned, select
 from runners.tracking import Tracker
 
 HERE = Path(__file__).resolve().parent
@@ -106,15 +106,17 @@ def _relative(path: str) -> str:
     return str(resolved.relative_to(HERE.parent)) if resolved.is_relative_to(HERE.parent) else str(path)
 
 
-def suite_tables(suite: Suite, tracker: Tracker, proposed: str, references: list) -> str:
-    """Run the suite's missing cells and return its markdown report."""
-    report = run_grid(suite, tracker)
+def suite_tables(suite: Suite, tracker: Tracker, proposed: str, references: list, narrowed: str = "",
+                 workers: int = 1) -> str:
+    """Run the suite's missing cells and return its markdown report (`narrowed`: the command-line
+    options that narrowed the suite's grid, written into the report's command line)."""
+    report = run_grid(suite, tracker, workers=workers)
     keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
     results = suite_results(suite, tracker.finished(), keyed)
     labels = [m.label for m in suite.methods]
     out = [f"# {suite.name}: {suite.description}", "",
            f"Written by `python -m benchmarks.tables --suites {_relative(suite.source)}"
-           + (" --tuned" if suite.tuned else "") + f"` at commit {git_commit()}, on "
+           + (" --tuned" if suite.tuned else "") + narrowed + f"` at commit {git_commit()}, on "
            f"{platform.machine()} with torch {torch.__version__} ({torch.get_num_threads()} threads), device "
            f"{suite.device}. {suite.config_note()}. {len(results)} of {len(keyed)} cells finished"
            + (f"; failed: {len(report.failed)}" if report.failed else "") + ".", ""]
@@ -148,15 +150,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default="sqlite:///bench.db", help="MLflow store (default: %(default)s)")
     parser.add_argument("--experiment", default="xmodal-hash-bench-tables", help="MLflow experiment (default: %(default)s)")
     parser.add_argument("--proposed", default="SAM", help="label of the proposed method (default: %(default)s)")
+    parser.add_argument("--methods", nargs="+", metavar="NAME", help="only these methods (names or labels): a partial table")
+    parser.add_argument("--bits", nargs="+", type=int, metavar="K", help="only these bit lengths: a partial table")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="S", help="only these seeds: a partial table")
+    parser.add_argument("--workers", type=int, default=1, help="fit this many cells at once (a local Dask cluster)")
     args = parser.parse_args(argv)
+    narrowed = "".join(f" --{name} " + " ".join(map(str, values)) for name, values in
+                       (("methods", args.methods), ("bits", args.bits), ("seeds", args.seeds)) if values)
     tracker = Tracker(args.tracking_uri, args.experiment)
     references = load_references(REFERENCES)
     for path in args.suites:
-        suite = load_suite(path)
+        suite = select(load_suite(path), methods_=args.methods, bits=args.bits, seeds=args.seeds)
         if args.tuned:
             suite = load_tuned(RESULTS / f"tuned-{suite.name}.toml", suite)
-        text = suite_tables(suite, tracker, args.proposed, references)
-        target = RESULTS / f"tables-{suite.name}{'-tuned' if args.tuned else ''}.md"
+        text = suite_tables(suite, tracker, args.proposed, references, narrowed, args.workers)
+        target = RESULTS / f"tables-{suite.name}{'-tuned' if args.tuned else ''}{'-partial' if narrowed else ''}.md"
         target.write_text(text + "\n")
         print(f"wrote {target}")
     return 0

@@ -1,8 +1,10 @@
 """The method protocol: fit on the training split for K bits -> an Encoder of ±1 codes.
 
 Methods know nothing of MLflow or Optuna: the runner passes a FitContext with the seed, the
-device, the validation split (for model selection / early stopping; never the query set) and a
-per-epoch callback (MLflow curves, Optuna pruning: the callback may raise to stop training).
+device, the validation split (for model selection and stopping; never the query set), the
+stopping rule every deep method trains under (methods.training) and a report callback (MLflow
+curves, Optuna pruning: the callback may raise to stop training). Deep methods attach a
+FitRecord (steps run, best step, stop reason, seconds) to the Encoder they return.
 """
 from __future__ import annotations
 
@@ -37,29 +39,70 @@ def sign_codes(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, 1, -1).to(torch.int8)
 
 
+# The rule's defaults, chosen on validation curves: benchmarks/results/stopping.md.
+DEFAULT_PATIENCE = 10
+DEFAULT_MIN_DELTA = 1e-3
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    """When every deep method validates and stops (methods.training); set per suite.
+
+    eval_every: optimizer steps between validation evaluations; None = one epoch of the
+    method's own schedule. patience: evaluations in a row without an improvement of more than
+    min_delta (validation mAP) before stopping. max_steps: step cap; None = the method's paper
+    schedule in steps (paper epochs x steps per epoch, so it scales with the data set).
+    """
+
+    eval_every: int | None = None
+    patience: int = DEFAULT_PATIENCE
+    min_delta: float = DEFAULT_MIN_DELTA
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class FitRecord:
+    """What a deep method's fit did. steps: optimizer steps run; best_step: the step whose state
+    was restored (= steps without validation); best_score: its validation mAP (NaN without
+    validation); evaluations: validation evaluations made; stop_reason: "patience" | "step_cap"
+    | "no_validation" (ran to the cap without a validation split) | "closed_form" (set by the
+    runner for methods without iterations); seconds: wall time of the fit."""
+
+    steps: int
+    best_step: int
+    best_score: float
+    evaluations: int
+    stop_reason: str
+    seconds: float
+
+
 @dataclass
 class FitContext:
-    """What a runner hands to `fit`: seed, device, validation split, per-epoch callback, logger."""
+    """What a runner hands to `fit`: seed, device, validation split, stopping rule, report
+    callback (optimizer step, values), logger."""
 
     seed: int = 0
     device: str = "cpu"
     validation: Split | None = None
+    stopping: StoppingRule = field(default_factory=StoppingRule)
     on_report: Callable[[int, Mapping[str, float]], None] | None = None
     log: Callable[[str], None] = field(default=lambda message: None)
 
     def torch_device(self) -> torch.device:
         return torch.device(self.device)
 
-    def report(self, epoch: int, values: Mapping[str, float]) -> None:
-        """Pass one epoch's metrics to the callback (which may raise to stop training)."""
+    def report(self, step: int, values: Mapping[str, float]) -> None:
+        """Pass the values at optimizer step `step` to the callback (which may raise to stop training)."""
         if self.on_report is not None:
-            self.on_report(epoch, dict(values))
+            self.on_report(step, dict(values))
 
 
 class Encoder(ABC):
-    """A trained model: encodes features of either modality to ±1 codes of `bits` bits."""
+    """A trained model: encodes features of either modality to ±1 codes of `bits` bits.
+    fit_record: what the fit did (deep methods); None for closed-form methods."""
 
     bits: int
+    fit_record: FitRecord | None = None
 
     @abstractmethod
     def encode(self, modality: Modality, features: np.ndarray) -> torch.Tensor:
@@ -80,15 +123,44 @@ class TorchEncoder(Encoder):
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def outputs(self, modality: Modality, features: np.ndarray) -> torch.Tensor:
-        """Return the real-valued (n, bits) network outputs on the CPU, computed in batches."""
-        net = self.nets[modality]
+    def apply(self, net: torch.nn.Module, features: np.ndarray) -> torch.Tensor:
+        """Return net(features) as float32 on the CPU, computed in batches on the device."""
         x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        chunks = [net(x[i: i + self.batch_size].to(self.device)).float().cpu() for i in range(0, len(x), self.batch_size)]
-        return torch.cat(chunks)
+        return torch.cat([net(x[i: i + self.batch_size].to(self.device)).float().cpu()
+                          for i in range(0, len(x), self.batch_size)])
+
+    def outputs(self, modality: Modality, features: np.ndarray) -> torch.Tensor:
+        """Return the real-valued (n, bits) network outputs on the CPU."""
+        return self.apply(self.nets[modality], features)
 
     def encode(self, modality: Modality, features: np.ndarray) -> torch.Tensor:
         return sign_codes(self.outputs(modality, features))
+
+
+class EmbeddingEncoder(TorchEncoder):
+    """TorchEncoder whose encode() is sign(code_nets[m](x)) and whose embed() returns
+    embed_nets[m](x), real-valued features for cosine ranking."""
+
+    def __init__(self, bits: int, code_nets: Mapping[str, torch.nn.Module], embed_nets: Mapping[str, torch.nn.Module],
+                 device: torch.device):
+        super().__init__(bits, code_nets, device)
+        self.embedders = {k: v.eval() for k, v in embed_nets.items()}
+
+    def embed(self, modality, features):  # type: ignore[override]
+        """Return (n, d) float32 embeddings on the CPU."""
+        return self.apply(self.embedders[modality], features)
+
+
+class View(torch.nn.Module):
+    """One modality's path through a shared model: forward(x) = fn(model, modality, x).
+    Lets TorchEncoder treat a two-modality model as one module per modality."""
+
+    def __init__(self, model: torch.nn.Module, modality: str, fn):
+        super().__init__()
+        self.model, self.modality, self.fn = model, modality, fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(self.model, self.modality, x)
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -120,6 +192,9 @@ class HashingMethod(ABC):
     Config: ClassVar[type]
     # Bump when a change alters results: part of every run's identity (runs are reused by it).
     version: ClassVar[str] = "1"
+    # True for methods trained by optimizer steps under the shared StoppingRule (they attach a
+    # FitRecord); False for the closed-form / alternating-solve classic baselines.
+    trained_by_steps: ClassVar[bool] = False
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()

@@ -30,28 +30,27 @@ from torch.nn import functional as F
 
 from datasets import Split
 
+from .base import EmbeddingEncoder, FitContext, HashingMethod, View, check_bits
+from .layers import CommonSpaceNet, is_sparse
+from .losses import dscmr_label_loss, hash_pairwise_loss, invariance_loss, quantization_loss
+from .optim import adam
 from .registry import register
-from .base import FitContext, HashingMethod, check_bits
-from .layers import (CommonSpaceNet, adam, EmbeddingEncoder, View, dscmr_label_loss, hash_pairwise_loss, invariance_loss,
-                     is_sparse, minibatches, quantization_loss, seeded_generator)
-from .selection import Selector
+from .training import TrainingLoop, batches_per_pass, seeded_generator
 
 MODS = ("image", "text")
 
 
 @dataclass(frozen=True)
 class SAMConfig:
-    # Backbone, optimiser and batch as DSCMR (model.py / main.py), so SAM differs from DSCMR only
-    # in the subspace loss. Epoch budget as DSCMRConfig.epochs (2-minute budget, validation stop).
+    # Backbone, optimiser, batch and schedule as DSCMR (model.py / main.py, 500 epochs as the step
+    # cap), so SAM differs from DSCMR only in the subspace loss (ours: SAM has no published code).
     hidden: int = 2048
     common: int = 1024
     lr: float = 1e-4
     beta1: float = 0.5
     beta2: float = 0.999
     batch_size: int = 100
-    epochs: int = 10
-    eval_every: int = 1
-    patience: int = 4
+    max_epochs: int = 500
     # Margins (METHODS.md SAM): "adaptive" = (A) statistics-driven, "learned" = (B), "fixed" = CosFace.
     margin: Literal["adaptive", "learned", "fixed"] = "adaptive"
     per_modality: bool = True       # one margin per (modality, class); False: per class only
@@ -186,7 +185,8 @@ class SAM(HashingMethod):
     """Subspace adaptive margin: DSCMR backbone, proxies, class attention, adaptive margins, hash head."""
 
     Config = SAMConfig
-    version = "2"  # 2: 10 epochs (was 12)
+    version = "3"  # 3: shared stopping rule, cap 500 epochs (was 10 epochs)
+    trained_by_steps = True
 
     @classmethod
     def search_space(cls, trial):
@@ -219,13 +219,12 @@ class SAM(HashingMethod):
             return EmbeddingEncoder(bits, {m: View(net, m, lambda n_, m_, x_: n_.code(n_.embed(m_, x_))) for m in MODS},
                                     {m: View(net, m, lambda n_, m_, x_: n_.embed(m_, x_)) for m in MODS}, device)
 
-        selector = Selector(ctx, {"net": net, "margins": margins}, encoder, eval_every=cfg.eval_every,
-                            patience=cfg.patience, max_epochs=cfg.epochs)
-        for epoch in range(cfg.epochs):
+        loop = TrainingLoop(ctx, {"net": net, "margins": margins}, encoder,
+                            steps_per_epoch=batches_per_pass(len(train), cfg.batch_size), schedule_epochs=cfg.max_epochs)
+        for epoch in loop.epochs():
             net.train()
             margins.warm = epoch == 0
-            sums: dict[str, float] = {}
-            for idx in minibatches(len(train), cfg.batch_size, gen):
+            for idx in loop.batches(len(train), cfg.batch_size, gen):
                 idx = idx.to(device)
                 y = labels[idx]
                 z = {m: net.embed(m, x[m][idx]) for m in MODS}
@@ -235,15 +234,13 @@ class SAM(HashingMethod):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                for k, t in {"loss": loss, **{f"loss_{k}": t for k, t in terms.items()}}.items():
-                    sums[k] = sums.get(k, 0.0) + float(t.detach()) * len(idx)
-            values = {k: v / len(train) for k, v in sums.items()}
-            for m in MODS:
-                values[f"margin_mean_{m}"] = float(margins.value(m).detach().mean())
-            if selector.end_epoch(epoch, values):
-                break
-        selector.finish()
-        return encoder()
+                values = {"loss": loss, **{f"loss_{k}": t for k, t in terms.items()}}
+                values.update({f"margin_mean_{m}": margins.value(m).detach().mean() for m in MODS})
+                loop.step(values)
+        record = loop.finish()
+        result = encoder()
+        result.fit_record = record
+        return result
 
 
 def sam_terms(net: SAMNet, margins: Margins, z: dict[str, torch.Tensor], y: torch.Tensor, cfg: SAMConfig,

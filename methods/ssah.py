@@ -7,12 +7,28 @@ label head (C) (tnet.py):
   text net   BoW -> 4096 ReLU -> LRN -> 512 ReLU -> LRN -> {K tanh, C sigmoid}
 and two discriminators 512 -> 512 -> 256 -> 1 telling image / text features from label features.
 
-Training (SSAH.py): the label net is trained first (pairwise likelihood of its features and codes
-against S, quantization, label regression); its features F_L and codes H_L of all training items
-then guide the modality nets: for v in {image, text}
+Losses (SSAH.py): the label net learns the pairwise likelihood of its features and codes against
+S, quantization and label regression; its features F_L and codes H_L of all training items guide
+the modality nets: for v in {image, text}
   alpha NLL(1/2 F_L F_v^T; S) + gamma NLL(1/2 H_L H_v^T; S) + beta |H_v - sign(H_v)|^2 + eta |L_v - L|^2
   + delta BCE(D_v(F_v), 1),
 and the discriminators learn BCE(D_v(F_v), 0) + BCE(D_v(F_L), 1), averaged over the four terms.
+
+Schedule (SSAH.py train, setting.py): every epoch e trains, in this order, the label net for
+10 + 5 passes, the discriminators for 1 + 1, the image net for 15 + 7 + 5 and the text net for
+15 + 7 + 5, pass group g at the net's starting rate x 10^(-(e + g) / 2); Epoch = 500. Here the
+same passes and rates (`*_passes`, `lr_decay`), with the shared stopping rule on top
+(methods.training): an epoch is 71 passes of ceil(n / 128) steps, validation once per epoch by
+default, the cap 500 epochs. The official code also cuts a pass group short when the net's
+full training loss rose since the last pass; those per-net stops are not reproduced: the shared
+rule decides when training ends. The guidance F_L, H_L is the label net's output on every
+training item after its passes of the epoch (SSAH.py keeps the per-batch buffers of those
+passes, at most one pass older).
+
+The label net's collapse on single-label data at SSAH.py's settings, its cause and the fix: see
+SSAHConfig.lr_label. Before guiding, the label net must give the classes distinct codes; fit
+raises GuideCollapseError when it does not (a collapsed guide makes the modality nets emit one
+code for every item: mAP = random).
 
 The official TF code feeds the modality features to the discriminators through a placeholder
 (I_fea_batch / T_fea_batch filled with numpy arrays), so delta's term never reaches the image
@@ -20,18 +36,17 @@ and text nets. Here it does; `reproduce_tf_bug=True` detaches it, reproducing th
 
 Other deviations, on purpose: the pairwise terms are the paper's negative log-likelihood (the TF
 code's mse_criterion squares the difference S theta - log(1 + e^theta)), S is not scaled by 0.999;
-the label net is trained once for 5 passes, then frozen (the TF code keeps updating it, but its
-learning rate falls 10^0.5 per epoch, so it stops moving after a few epochs); each epoch is one
-discriminator, one image and one text pass at the official starting rates (TF: up to 15 + 7 + 5
-passes per net at rates falling 10^0.5 per epoch), ended by validation early stopping; the text net omits the
-multi-scale fusion (MultiScaleTxt: five pooled, rescaled copies of the BoW concatenated to it),
-which would make the 1386 x 4096 input layer six times wider and dense. Init: the label net as
-tnet.py, N(0, 0.01^2) for every weight and bias; the modality nets and discriminators PyTorch's
-default (see SSAHConfig.tf_init_modality_nets).
+batches are a fresh permutation per pass (SSAH.py draws each batch as the head of a new
+permutation); the text net omits the multi-scale fusion (MultiScaleTxt: five pooled, rescaled
+copies of the BoW concatenated to it), which would make the 1386 x 4096 input layer six times
+wider and dense. Init: N(0, 0.01^2) for every weight and bias of the discriminators (ops.conv2d);
+PyTorch's default for the label net (see SSAHConfig.lr_label) and the modality nets (see
+SSAHConfig.official_init_modality_nets).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -39,13 +54,19 @@ from torch.nn import functional as F
 
 from datasets import Split
 
+from .base import FitContext, HashingMethod, TorchEncoder, View, check_bits
+from .layers import Center, Discriminator, LocalResponseNorm2d, is_sparse, normal_init_, tower
+from .losses import label_similarity, pairwise_likelihood
+from .optim import adam, set_lr
 from .registry import register
-from .base import FitContext, HashingMethod, TorchEncoder, check_bits
-from .layers import (Center, adam, Discriminator, LocalResponseNorm2d, View, is_sparse, label_similarity, minibatches, pairwise_likelihood,
-                     seeded_generator, tower)
-from .selection import Selector
+from .training import TrainingLoop, batches_per_pass, seeded_generator
 
 MODS = ("image", "text")
+
+
+class GuideCollapseError(RuntimeError):
+    """A guide network gives fewer distinct codes than there are classes: what it would teach
+    the modality networks is one code for (nearly) every item."""
 
 
 @dataclass(frozen=True)
@@ -59,30 +80,40 @@ class SSAHConfig:
     eta: float = 1.0
     delta: float = 1.0
     batch_size: int = 128           # setting.py
-    lr_label: float = 1e-2          # setting.py lr_lab starts at 10^-2
+    # The label net: setting.py starts lr_lab at 10^-2 with tnet.py's N(0, 0.01^2) init. On
+    # single-label data that collapses (one code for every class: mAP = random). Cause: at that
+    # init every class gets nearly the same feature and code (the 0.01 biases dwarf the class-
+    # dependent part), so with 90 % of pairs dissimilar the pairwise terms push all classes the
+    # same way (away from their common mean); Adam moves every weight by about lr whatever the
+    # gradient's size (Kingma & Ba 2015, Sec. 2.1), so at 10^-2, the weights' own scale, one or
+    # two steps put most ReLU units below zero for every class (507 of 512 never fire) and merge
+    # the codes; two classes with one code get identical gradients and never part again (also at
+    # 10^-3: 9 codes for 10 classes). Fix (ours, measured): PyTorch's default init for the label
+    # net (the one-hot class embeddings dominate from step 0: distinct codes) and lr 10^-4, the
+    # order of setting.py's image / text rates (10^-4.5, 10^-3.5). Real Wikipedia: 10 codes for 10
+    # classes on every seed and bit length tried; synthetic-wiki with 400 / 1,000 items: 9 of 9;
+    # multi-label (24 labels): > 100 distinct codes. GuideCollapseError guards the rest.
+    lr_label: float = 1e-4
+    official_init_label_net: bool = False   # True: tnet.py's N(0, 0.01^2) (collapses as above)
     lr_image: float = 10 ** -4.5    # setting.py lr_img starts at 10^-4.5
     lr_text: float = 10 ** -3.5     # setting.py lr_txt starts at 10^-3.5
     lr_dis: float = 1e-3            # setting.py lr_dis starts at 10^-3
-    # Label-net pretraining: the first `label_passes` passes of SSAH.py's schedule, which per outer
-    # epoch e runs 10 passes at 10^-(2 + e/2) then 5 at 10^-(2.5 + e/2) (k_lab_net = 10, lr_lab).
-    # 5, not 15, to fit the 2-minute CPU budget: on synthetic MIRFlickr at 32 bits (seed 0, 2 cores)
-    # 15 passes took 84 s of a 171 s fit; with 5 the fit takes 103 s, the label loss ends 10 %
-    # higher (5391 vs 4892), validation mAP 0.7512 vs 0.7545, query mAP 0.7697 vs 0.7695.
-    label_passes: int = 5
-    # setting.py: Epoch = 500 with rates falling 10^0.5 per epoch (negligible after ~5 epochs) and up
-    # to 15 + 7 + 5 passes per net per epoch. Here one pass per net per epoch, at most 8 epochs
-    # (about 10 s each on the 9,000-item set, 2 CPU cores), stopped on validation mAP.
-    epochs: int = 8
-    eval_every: int = 1
-    patience: int = 4
+    lr_decay: float = 10 ** -0.5    # setting.py: each rate list steps by 10^-0.5 per epoch and per pass group
+    # Passes per epoch and pass group (SSAH.py train: k_lab_net / (idx + 1) for idx < 2,
+    # k_dis_net = 1 for idx < 2, k_img_net / (idx + 1) and k_txt_net / (idx + 1) for idx < 3).
+    label_passes: tuple[int, ...] = (10, 5)
+    dis_passes: tuple[int, ...] = (1, 1)
+    image_passes: tuple[int, ...] = (15, 7, 5)
+    text_passes: tuple[int, ...] = (15, 7, 5)
+    max_epochs: int = 500           # setting.py Epoch; the step cap
     # Centre image features on the training mean (kept in the encoder), the analogue of CNN-F's
     # mean-image subtraction: on raw all-positive fc7 features the fc8 ReLU units died together and
-    # image codes collapsed (synthetic-mirflickr, ours).
+    # image codes collapsed (synthetic-mirflickr, ours). A no-op on z-scored input.
     center_image: bool = True
-    # tnet.py draws every weight as N(0, 0.01^2). Kept for the label net (PyTorch's default init
-    # made 1/2 F_L F_L^T saturate); for the modality nets on features it leaves the sparse-tag
-    # text net's output at its biases (one code for every text), so they use PyTorch's default.
-    tf_init_modality_nets: bool = False
+    # tnet.py draws every weight as N(0, 0.01^2). Kept for the label net and the discriminators;
+    # for the modality nets on features it leaves the sparse-tag text net's output at its biases
+    # (one code for every text), so they use PyTorch's default (ours).
+    official_init_modality_nets: bool = False
     reproduce_tf_bug: bool = False  # True: the adversarial term does not update the image/text nets
 
 
@@ -101,14 +132,6 @@ class SSAHNet(nn.Module):
         feat = self.trunk(x)
         normed = self.norm(feat)
         return torch.tanh(self.hash(normed)), feat, torch.sigmoid(self.label(normed))
-
-
-def tf_init_(module: nn.Module, std: float = 0.01) -> nn.Module:
-    """Re-draw every weight and bias as N(0, std^2), as tnet.py does (random_normal * 0.01); returns module."""
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            p.normal_(0.0, std)
-    return module
 
 
 def _trunk(in_dim: int, hidden: int | None, out_dim: int, sparse: bool, mean=None) -> nn.Module:
@@ -141,15 +164,17 @@ def adversarial_generator_loss(disc: Discriminator, feat: torch.Tensor, reproduc
 
 @register("ssah")
 class SSAH(HashingMethod):
-    """SSAH: label net first, then image/text nets guided by it, with two discriminators."""
+    """SSAH: a label net guides image/text nets, with two discriminators; SSAH.py's schedule."""
 
     Config = SSAHConfig
-    version = "2"  # 2: label net 5 passes (was 15)
+    version = "3"  # 3: official per-epoch passes and rates, label-net fix and collapse guard, shared stopping rule
+    trained_by_steps = True
 
     @classmethod
     def search_space(cls, trial):
-        """Return overrides drawn from an Optuna trial: the modality learning rates and delta."""
+        """Return overrides drawn from an Optuna trial: the three nets' learning rates and delta."""
         return {
+            "lr_label": trial.suggest_float("lr_label", 1e-5, 1e-2, log=True),
             "lr_image": trial.suggest_float("lr_image", 1e-5, 1e-3, log=True),
             "lr_text": trial.suggest_float("lr_text", 1e-5, 1e-3, log=True),
             "delta": trial.suggest_float("delta", 0.1, 10.0, log=True),
@@ -163,7 +188,10 @@ class SSAH(HashingMethod):
         n, c = train.labels.shape
         labels = torch.from_numpy(train.labels).to(device)
         x = {m: torch.from_numpy(getattr(train, m)).to(device) for m in MODS}
-        lab = tf_init_(SSAHNet(_trunk(c, cfg.label_hidden, cfg.semantic_dim, False), cfg.semantic_dim, bits, c, False)).to(device)
+        lab = SSAHNet(_trunk(c, cfg.label_hidden, cfg.semantic_dim, False), cfg.semantic_dim, bits, c, False)
+        if cfg.official_init_label_net:
+            normal_init_(lab)
+        lab = lab.to(device)
         nets = {
             "image": SSAHNet(_trunk(x["image"].shape[1], None, cfg.semantic_dim, is_sparse(train.image),
                                     train.image.mean(0) if cfg.center_image else None),
@@ -171,52 +199,51 @@ class SSAH(HashingMethod):
             "text": SSAHNet(_trunk(x["text"].shape[1], cfg.text_hidden, cfg.semantic_dim, is_sparse(train.text)),
                             cfg.semantic_dim, bits, c, True).to(device),
         }
-        if cfg.tf_init_modality_nets:
+        if cfg.official_init_modality_nets:
             for net in nets.values():
-                tf_init_(net)
-        discs = {m: Discriminator(cfg.semantic_dim).to(device) for m in MODS}
+                normal_init_(net)
+        discs = {m: normal_init_(Discriminator(cfg.semantic_dim)).to(device) for m in MODS}
+        opt_label = adam(lab.parameters(), lr=cfg.lr_label)
+        opts = {"image": adam(nets["image"].parameters(), lr=cfg.lr_image),
+                "text": adam(nets["text"].parameters(), lr=cfg.lr_text)}
+        opt_d = adam([p for d in discs.values() for p in d.parameters()], lr=cfg.lr_dis)
+        rates = {"image": cfg.lr_image, "text": cfg.lr_text}
+        passes = {"image": cfg.image_passes, "text": cfg.text_passes}
+        code_nets = {m: View(nets[m], m, lambda net, _m, x_: net(x_)[0]) for m in MODS}
+        per_epoch = sum(cfg.label_passes) + sum(cfg.dis_passes) + sum(cfg.image_passes) + sum(cfg.text_passes)
+        loop = TrainingLoop(ctx, nets, lambda: TorchEncoder(bits, code_nets, device),
+                            steps_per_epoch=per_epoch * batches_per_pass(n, cfg.batch_size), schedule_epochs=cfg.max_epochs)
 
-        # 1. Label net (self-supervision): buffers of all items' features / codes as in SSAH.py.
-        feat_l = torch.zeros(n, cfg.semantic_dim, device=device)
-        code_l = torch.zeros(n, bits, device=device)
+        def groups(counts: tuple[int, ...], opt: torch.optim.Optimizer, lr0: float, epoch: int) -> Iterator[torch.Tensor]:
+            """Yield the batches of an epoch's pass groups, group g at lr0 * lr_decay^(epoch + g)."""
+            for g, count in enumerate(counts):
+                set_lr(opt, lr0 * cfg.lr_decay ** (epoch + g))
+                yield from loop.batches(n, cfg.batch_size, gen, passes=count)
+
+        # Per-batch buffers of the label net's outputs on all items, as SSAH.py's var['feat_L'] / var['H'].
         with torch.no_grad():
-            h0, f0, _ = lab(labels)
-            feat_l.copy_(f0)
-            code_l.copy_(h0)
-        opt = adam(lab.parameters(), lr=cfg.lr_label)
-        for epoch, rate in enumerate(label_schedule(cfg.lr_label, cfg.label_passes)):
-            for group in opt.param_groups:
-                group["lr"] = rate
-            total = 0.0
-            for idx in minibatches(n, cfg.batch_size, gen):
+            code_l, feat_l, _ = lab(labels)
+        for epoch in loop.epochs():
+            # 1. Label net (self-supervision).
+            lab.train()
+            for idx in groups(cfg.label_passes, opt_label, cfg.lr_label, epoch):
                 idx = idx.to(device)
                 h, f, p = lab(labels[idx])
                 feat_l[idx], code_l[idx] = f.detach(), h.detach()
                 t = ssah_guided_loss(h, f, p, labels[idx], feat_l, code_l, label_similarity(labels[idx], labels), cfg)
                 loss = cfg.alpha * t["pair_feat"] + cfg.gamma * t["pair_code"] + cfg.beta * t["quant"] + cfg.eta * t["label"]
-                opt.zero_grad(set_to_none=True)
+                opt_label.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
-                total += float(loss.detach())
-            ctx.log(f"ssah label net pass {epoch}: loss {total / n:.4f}")
-        lab.eval()
-        with torch.no_grad():
-            code_l, feat_l, _ = lab(labels)  # the frozen guidance
-
-        # 2. Modality nets and discriminators.
-        opts = {"image": adam(nets["image"].parameters(), lr=cfg.lr_image),
-                "text": adam(nets["text"].parameters(), lr=cfg.lr_text)}
-        opt_d = adam([p for d in discs.values() for p in d.parameters()], lr=cfg.lr_dis)
-        code_nets = {m: View(nets[m], m, lambda net, _m, x_: net(x_)[0]) for m in MODS}
-        selector = Selector(ctx, {**nets, **{f"d_{m}": d for m, d in discs.items()}},
-                            lambda: TorchEncoder(bits, code_nets, device), eval_every=cfg.eval_every,
-                            patience=cfg.patience, max_epochs=cfg.epochs)
-        for epoch in range(cfg.epochs):
-            for module in (*nets.values(), *discs.values()):
-                module.train()
-            sums: dict[str, float] = {}
-            # Discriminator pass (SSAH.py train_dis_net), features as constants.
-            for idx in minibatches(n, cfg.batch_size, gen):
+                opt_label.step()
+                loop.step({"loss_label_net": loss})
+            if loop.done:
+                break
+            lab.eval()
+            with torch.no_grad():
+                code_l, feat_l, _ = lab(labels)  # this epoch's guidance
+            check_guide("label network", code_l, labels, epoch)
+            # 2. Discriminators (SSAH.py train_dis_net), modality features as constants.
+            for idx in groups(cfg.dis_passes, opt_d, cfg.lr_dis, epoch):
                 idx = idx.to(device)
                 with torch.no_grad():
                     fi, ft = nets["image"](x["image"][idx])[1], nets["text"](x["text"][idx])[1]
@@ -224,10 +251,11 @@ class SSAH(HashingMethod):
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
-                sums["loss_d"] = sums.get("loss_d", 0.0) + float(loss_d.detach()) * len(idx)
-            # Image pass, then text pass (SSAH.py train_img_net / train_txt_net).
+                loop.step({"loss_d": loss_d})
+            # 3. Image net, then text net (SSAH.py train_img_net / train_txt_net).
             for m in MODS:
-                for idx in minibatches(n, cfg.batch_size, gen):
+                nets[m].train()
+                for idx in groups(passes[m], opts[m], rates[m], epoch):
                     idx = idx.to(device)
                     h, f, p = nets[m](x[m][idx])
                     t = ssah_guided_loss(h, f, p, labels[idx], feat_l, code_l, label_similarity(labels[idx], labels), cfg)
@@ -237,26 +265,28 @@ class SSAH(HashingMethod):
                     opts[m].zero_grad(set_to_none=True)
                     loss.backward()
                     opts[m].step()
-                    sums[f"loss_{m}"] = sums.get(f"loss_{m}", 0.0) + float(loss.detach())
-                    sums[f"loss_adv_{m}"] = sums.get(f"loss_adv_{m}", 0.0) + float(t["adv"].detach()) * len(idx)
-            # Discriminator parameters got gradients from the generator terms; discard them.
+                    loop.step({f"loss_{m}": loss, f"loss_adv_{m}": t["adv"]})
+            # The discriminators got gradients from the generator terms; they are not theirs to apply.
             opt_d.zero_grad(set_to_none=True)
-            if selector.end_epoch(epoch, {k: v / n for k, v in sums.items()}):
-                break
-        selector.finish()
-        return TorchEncoder(bits, code_nets, device)
+        record = loop.finish()
+        result = TorchEncoder(bits, code_nets, device)
+        result.fit_record = record
+        return result
 
 
-def label_schedule(lr0: float, passes: int) -> list[float]:
-    """Return the label net's learning rates for its first `passes` passes under SSAH.py's
-    schedule: outer epoch e runs 10 passes at lr0 * 10^(-e/2), then 5 at lr0 * 10^(-(e+1)/2)
-    (k_lab_net / (idx + 1))."""
-    rates: list[float] = []
-    e = 0
-    while len(rates) < passes:
-        rates += [lr0 * 10 ** (-0.5 * (e + idx)) for idx in (0, 1) for _ in range(10 // (idx + 1))]
-        e += 1
-    return rates[:passes]
+def check_guide(network: str, codes: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
+    """Raise GuideCollapseError unless the guide's sign codes over the training items take at
+    least as many distinct values as there are classes (or distinct label rows, or 2^bits,
+    when fewer)."""
+    n_classes, bits = labels.shape[1], codes.shape[1]
+    rows = torch.unique(labels, dim=0).shape[0]
+    need = min(n_classes, rows, 2 ** min(bits, 62))
+    distinct = torch.unique(codes >= 0, dim=0).shape[0]
+    if distinct < need:
+        raise GuideCollapseError(
+            f"ssah: the {network} gives {distinct} distinct code(s) for {n_classes} classes "
+            f"({rows} distinct label rows) after its passes of epoch {epoch}: it has collapsed, and the image "
+            "and text networks it guides would learn (nearly) one code for every item. Lower lr_label.")
 
 
 def discriminator_loss(discs: dict[str, Discriminator], feats: dict[str, torch.Tensor], feat_label: torch.Tensor) -> torch.Tensor:

@@ -69,10 +69,24 @@ def _package_of(path: Path, root: Path) -> str:
 def _reexport_source(package: str, name: str, root: Path) -> str | None:
     """Return the module that package `package`'s __init__ imports `name` from, if it does."""
     init = _module_file(package, root)
-    for node in ast.parse(init.read_text(), str(init)).body:
+    for node in _tree(init).body:
         if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
             return _resolve(node, package)
     return None
+
+
+_TREES: dict[Path, tuple[tuple[int, int], ast.Module]] = {}
+
+
+def _tree(path: Path) -> ast.Module:
+    """Return the parsed source of `path` (cached until the file's size or mtime changes: a grid
+    asks for the closure of every cell)."""
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    hit = _TREES.get(path)
+    if hit is None or hit[0] != stamp:
+        hit = _TREES[path] = (stamp, ast.parse(path.read_text(), str(path)))
+    return hit[1]
 
 
 def _imports(path: Path, root: Path) -> tuple[set[str], set[str]]:
@@ -83,7 +97,7 @@ def _imports(path: Path, root: Path) -> tuple[set[str], set[str]]:
     package = _package_of(path, root)
     follow: set[str] = set()
     leaves: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(_tree(path)):
         if isinstance(node, ast.Import):
             follow.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

@@ -1,7 +1,7 @@
 """Rescore finished runs from their stored codes, without training.
 
     python -m runners.rescore --suite benchmarks/default.toml                 # runs scored by older metrics code
-    python -m runners.rescore --suite benchmarks/wiki.toml --map-k 100 --precision-k 50 --force
+    python -m runners.rescore --suite benchmarks/fair/wiki.toml --map-k 100 --precision-k 50 --force
 
 Every run of a grid stores its codes (codes.npz: packed ±1 codes of the query and retrieval
 splits, float16 embeddings where the method has them). Its scores are keyed by (run key, metrics

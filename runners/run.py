@@ -10,6 +10,7 @@ an interrupted one is recorded as KILLED. Either is rerun next time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -62,6 +63,7 @@ def cell_identity(cell: Cell, data: CrossModalData) -> tuple[str, dict[str, Any]
         "preprocessing": dict(data.meta.preprocessing), "split_hash": data.meta.split_hash,
         "fingerprint": data.fingerprint(), "method": cell.method.name, "params": params,
         "bits": cell.bits, "seed": cell.seed, "code_version": version,
+        "stopping": dataclasses.asdict(cell.stopping),
     })
     return key, params, version
 
@@ -206,13 +208,14 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
     run_params = {**{f"cfg.{k}": json.dumps(v) for k, v in params.items()},
                   **{f"data.{k}": v for k, v in cell.dataset.options.items()},
                   **{f"data.preprocess.{k}": v for k, v in data.meta.preprocessing.items()},
+                  **{f"stopping.{k}": v for k, v in dataclasses.asdict(cell.stopping).items()},
                   "bits": cell.bits, "seed": cell.seed, "method": cell.method.name, "dataset": cell.dataset.name}
     run_id = tracker.start(title, tags, run_params)
     try:
         started = time.perf_counter()
         method = methods.create(cell.method.name, cell.method.overrides)
         ctx = FitContext(
-            seed=cell.seed, device=suite.device, validation=data.validation,
+            seed=cell.seed, device=suite.device, validation=data.validation, stopping=cell.stopping,
             on_report=lambda step, values: tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=step),
             log=reporter.log if reporter else (lambda message: None),
         )

@@ -29,7 +29,8 @@ from typing import Any, Mapping, Sequence
 
 import datasets
 import methods
-from methods.base import ConfigError, check_bits
+from methods.base import ConfigError, StoppingRule, check_bits
+from methods.training import stopping_rule
 
 DEFAULT_SUITE = Path(__file__).resolve().parent.parent / "benchmarks" / "default.toml"
 
@@ -70,6 +71,7 @@ class Cell:
     method: MethodEntry
     bits: int
     seed: int
+    stopping: StoppingRule = StoppingRule()  # the suite's shared rule; part of the run key
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,9 @@ class Suite:
 
     def cells(self) -> list[Cell]:
         """Return the grid in a stable order: dataset, method, bits, seed."""
+        rule = stopping_rule(self.stopping)
         return [
-            Cell(d, self.method_for(d, m), b, s)
+            Cell(d, self.method_for(d, m), b, s, rule)
             for d in self.datasets for m in self.methods for b in self.bits for s in self.seeds
         ]
 
@@ -264,6 +267,10 @@ def check_suite(suite: Suite) -> None:
     """Raise SuiteError unless the device is usable here, every dataset and method exists and
     every override is accepted."""
     check_device(suite.device, f"{suite.source}: device")
+    try:
+        stopping_rule(suite.stopping)
+    except ConfigError as exc:
+        raise SuiteError(f"{suite.source}: {exc}") from None
     for d in suite.datasets:
         try:
             datasets.check_options(d.name, dict(d.options))

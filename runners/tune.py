@@ -34,7 +34,7 @@ import datasets
 import methods
 from datasets import CrossModalData
 from datasets.preprocessing import preprocess
-from methods import FitContext
+from methods import FitContext, stopping_rule
 from methods.base import ConfigError, HashingMethod, check_bits
 
 from .cluster import StudyJob, add_cluster_arguments, cli_choices, cluster_spec, tune_on_cluster
@@ -86,7 +86,7 @@ def create_study(storage: Any, name: str, seed: int, attrs: Mapping[str, Any]) -
 
 
 def make_objective(method_name: str, dataset_name: str, data: CrossModalData, bits: int, seed: int, device: str,
-                   base: Mapping[str, Any], tracker: Tracker | None, study_name: str, stopping: Any = None):
+                   base: Mapping[str, Any], tracker: Tracker | None, study_name: str, stopping: Mapping[str, Any] | None = None):
     """Return the objective: fit with the trial's overrides, return validation mAP.
 
     The enqueued default trial (user attr is_default) suggests nothing: the config's own values."""
@@ -116,7 +116,8 @@ def make_objective(method_name: str, dataset_name: str, data: CrossModalData, bi
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         try:
-            encoder = method.fit(data.train.training_pairs(), bits, FitContext(seed=seed, device=device, validation=data.validation, on_report=on_report))
+            encoder = method.fit(data.train.training_pairs(), bits, FitContext(seed=seed, device=device, validation=data.validation,
+                                                                                  stopping=stopping_rule(stopping or {}), on_report=on_report))
             value = validation_map(encoder, data)
         except optuna.TrialPruned:
             if run_id is not None:

@@ -25,7 +25,7 @@ name = "synthetic-wiki"
 options = { n_items = 600, n_train = 400, n_query = 150, n_validation = 50 }
 [[methods]]
 name = "dcmh"
-overrides = { epochs = 4, text_hidden = [64] }
+overrides = { max_epochs = 4, text_hidden = [64] }
 """
 
 

@@ -1,11 +1,10 @@
 """The method registry and protocol: names, config overrides, bit lengths, ±1 codes."""
-import numpy as np
 import pytest
 import torch
 
 import datasets
 import methods
-from methods import ConfigError, FitContext, check_bits, sign_codes
+from methods import ConfigError, FitContext, StoppingRule, check_bits, sign_codes
 
 
 def test_unknown_method_lists_known():
@@ -14,18 +13,18 @@ def test_unknown_method_lists_known():
 
 
 def test_config_override_unknown_field():
-    with pytest.raises(ConfigError, match=r"method 'dcmh': unknown config field\(s\) \['epoch'\]; accepted: .*epochs"):
-        methods.create("dcmh", {"epoch": 3})
+    with pytest.raises(ConfigError, match=r"method 'dcmh': unknown config field\(s\) \['epochs'\]; accepted: .*max_epochs"):
+        methods.create("dcmh", {"epochs": 3})
 
 
 def test_config_override_wrong_type():
-    with pytest.raises(ConfigError, match=r"field 'epochs': expected int, got 'ten'"):
-        methods.create("dcmh", {"epochs": "ten"})
+    with pytest.raises(ConfigError, match=r"field 'max_epochs': expected int, got 'ten'"):
+        methods.create("dcmh", {"max_epochs": "ten"})
 
 
 def test_config_override_applied_and_listed_in_params():
-    m = methods.create("dcmh", {"epochs": 3, "text_hidden": [64]})
-    assert m.config.epochs == 3 and m.config.text_hidden == (64,)
+    m = methods.create("dcmh", {"max_epochs": 3, "text_hidden": [64]})
+    assert m.config.max_epochs == 3 and m.config.text_hidden == (64,)
     assert m.params()["text_hidden"] == [64]
 
 
@@ -51,19 +50,19 @@ PROTOCOL_BITS = {"scm-orth": 8}
 def test_every_method_fits_through_the_protocol():
     data = datasets.load("synthetic-wiki", n_items=600, n_train=400, n_query=150, n_validation=50)
     for name in methods.available():
-        cls = methods.get(name)
-        # Tiny budget: the protocol, not quality, is under test here (widths stay the defaults,
-        # whose types differ between methods).
-        fast = {"epochs": 2} if "epochs" in cls.Config.__dataclass_fields__ else {}
+        # Tiny budget: the protocol, not quality, is under test here (widths stay the defaults).
         bits = PROTOCOL_BITS.get(name, 12)
-        encoder = methods.create(name, {**fast, **PROTOCOL_OVERRIDES.get(name, {})}).fit(data.train, bits, FitContext(seed=0))
+        encoder = methods.create(name, PROTOCOL_OVERRIDES.get(name, {})).fit(
+            data.train, bits, FitContext(seed=0, stopping=StoppingRule(max_steps=3)))
         for modality in ("image", "text"):
             codes = encoder.encode(modality, getattr(data.query, modality))
             assert codes.shape == (150, bits) and codes.dtype == torch.int8
             assert set(codes.unique().tolist()) <= {-1, 1}
+        record = encoder.fit_record
+        assert record is None or (record.steps, record.stop_reason) == (3, "no_validation"), (name, record)
 
 
 def test_negative_bits_refused_by_fit():
     data = datasets.load("synthetic-wiki", n_items=300, n_train=200, n_query=50, n_validation=20)
     with pytest.raises(ValueError, match=r"bits must be a positive integer .* got -8"):
-        methods.create("dcmh", {"epochs": 1}).fit(data.train, -8, FitContext())
+        methods.create("dcmh").fit(data.train, -8, FitContext())

@@ -1,5 +1,10 @@
-"""Every main method trains through the real runner on the real Wikipedia features
-(../shared/data/wiki), logs to a real MLflow store, and beats random ranking. Skips without the data."""
+"""Every method of the fair Wikipedia suite trains through the real runner on the real Wikipedia
+features (../shared/data/wiki), logs to a real MLflow store, and beats random ranking. Skips
+without the data. A short step cap for the deep methods (the full rule's numbers are in
+benchmarks/results/tables-wiki.md); SSAH is left out: one epoch of its per-epoch passes is ~1,100
+steps here (tests/test_methods.py trains it on a wiki-shaped set)."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -13,7 +18,10 @@ pytestmark = pytest.mark.slow
 
 def test_every_method_runs_on_real_wiki(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("XMH_DATA_ROOT", str(shared_data))
-    suite = select(load_suite(DEFAULT_SUITE.parent / "wiki.toml"), bits=[16], seeds=[0])
+    suite = select(load_suite(DEFAULT_SUITE.parent / "fair" / "wiki.toml"), bits=[16], seeds=[0])
+    suite = dataclasses.replace(suite, methods=tuple(m for m in suite.methods if m.name != "ssah"),
+                                stopping={"eval_every": 50, "max_steps": 200})
+    assert len(suite.methods) >= 9
     tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "wiki")
     report = run_grid(suite, tracker)
     assert not report.failed, report.failed

@@ -25,8 +25,8 @@ RAW = {
     "name": "tiny", "bits": [8, 16], "seeds": [0, 1],
     "datasets": [{"name": "synthetic-wiki", "options": TINY}],
     "methods": [
-        {"name": "dcmh", "label": "DCMH", "overrides": {"epochs": 3, "text_hidden": [64]}},
-        {"name": "dcmh", "label": "DCMH-1ep", "overrides": {"epochs": 1, "text_hidden": [64]}},
+        {"name": "dcmh", "label": "DCMH", "overrides": {"max_epochs": 3, "text_hidden": [64]}},
+        {"name": "dcmh", "label": "DCMH-1ep", "overrides": {"max_epochs": 1, "text_hidden": [64]}},
     ],
 }
 
@@ -50,7 +50,7 @@ def test_first_run_trains_every_cell_once(store):
     for tag in ("run_key", "code_version", "metrics_version", "git_commit", "dataset_fingerprint", "split_hash",
                 "preprocessing", "device", "torch_version", "stop_reason"):
         assert run.tags[tag]
-    assert run.config()["epochs"] == 3 and run.params["data.n_items"] == "700"
+    assert run.config()["max_epochs"] == 3 and run.params["data.n_items"] == "700"
     assert 0.0 < run.metrics["map_i2t"] <= 1.0 and 0.0 < run.metrics["map_t2i"] <= 1.0
     history = tracker.client.get_metric_history(run.run_id, "epoch/loss_image")
     assert [m.step for m in history] == [0, 1, 2]  # one point per epoch
@@ -101,8 +101,8 @@ def test_compare_formats_and_references(store, tmp_path):
     suite_file.write_text(
         'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
         'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 3, text_hidden = [64] }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { epochs = 1, text_hidden = [64] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 3, text_hidden = [64] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { max_epochs = 1, text_hidden = [64] }\n'
     )
     refs = tmp_path / "refs.toml"
     refs.write_text('[[reference]]\ndataset = "synthetic-wiki"\nmethod = "Oracle"\nsource = "made up for the test"\n'
@@ -221,7 +221,7 @@ def test_compare_cli_prints_table_then_reruns_nothing(tmp_path):
     suite_file.write_text(
         'bits = [8]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
         'options = { n_items = 600, n_train = 400, n_query = 150, n_validation = 50 }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 1, text_hidden = [32] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 1, text_hidden = [32] }\n'
     )
     cmd = [sys.executable, "-m", "runners.compare", "--suite", str(suite_file), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]
     first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -260,7 +260,7 @@ def test_artifacts_agree_with_logged_metrics(store, tmp_path):
     pr = curves[(curves.direction == "i2t") & (curves.curve == "pr_by_radius")]
     assert list(pr.x) == list(range(9)) and abs(pr.recall.iloc[-1] - 1.0) < 1e-9  # radius K holds everything
     config = json.loads((root / "config.json").read_text())
-    assert config["run_key"] == run.run_key and config["config"]["epochs"] == 3
+    assert config["run_key"] == run.run_key and config["config"]["max_epochs"] == 3
 
 
 def test_stored_codes_reproduce_every_logged_number(store, tmp_path):
@@ -286,8 +286,8 @@ def test_new_metric_fills_from_stored_codes_without_training(store, tmp_path):
     suite_file.write_text(
         'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
         'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 3, text_hidden = [64] }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { epochs = 1, text_hidden = [64] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 3, text_hidden = [64] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { max_epochs = 1, text_hidden = [64] }\n'
     )
     out = subprocess.run([sys.executable, "-m", "runners.compare", "--suite", str(suite_file), "--tracking-uri", uri,
                           "--experiment", "e2e", "--metric", "map_at_100_topk", "--format", "markdown"],
@@ -332,8 +332,8 @@ def test_figures_name_their_run_and_the_suite_figure_overlays_every_method(store
     suite_file.write_text(
         'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
         'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 3, text_hidden = [64] }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { epochs = 1, text_hidden = [64] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 3, text_hidden = [64] }\n'
+        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { max_epochs = 1, text_hidden = [64] }\n'
     )
     out = subprocess.run([sys.executable, "-m", "runners.compare", "--suite", str(suite_file), "--tracking-uri", uri,
                           "--experiment", "e2e", "--no-run", "--figures", str(tmp_path / "fig")],

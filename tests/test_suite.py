@@ -9,7 +9,7 @@ from runners.suite import DEFAULT_SUITE, SuiteError, load_suite, parse_suite, se
 
 REPO = Path(__file__).resolve().parent.parent
 GOOD = {"bits": [16, 32], "seeds": [0, 1], "datasets": [{"name": "synthetic-wiki"}],
-        "methods": [{"name": "dcmh", "overrides": {"epochs": 2}}]}
+        "methods": [{"name": "dcmh", "overrides": {"max_epochs": 2}}]}
 
 
 def test_default_suite_parses_and_expands():

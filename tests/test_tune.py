@@ -21,7 +21,7 @@ from runners.tracking import Tracker
 REPO = Path(__file__).resolve().parent.parent
 DATA = ["--dataset", "synthetic-wiki", "--dataset-option", "n_items=700", "--dataset-option", "n_train=450",
         "--dataset-option", "n_query=150", "--dataset-option", "n_validation=80"]
-FAST = ["--override", "epochs=3", "--override", "text_hidden=[64]"]
+FAST = ["--override", "max_epochs=3", "--override", "text_hidden=[64]"]
 
 
 def _tune(tmp_path, storage, *extra, study="s", timeout=600):
@@ -50,7 +50,7 @@ def test_sqlite_study_starts_from_the_defaults_and_logs_each_trial(tmp_path):
     suite = tmp_path / "suite.toml"
     suite.write_text('bits = [16]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
                      'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 80 }\n'
-                     '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 3, text_hidden = [64] }\n')
+                     '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 3, text_hidden = [64] }\n')
     compare = subprocess.run([sys.executable, "-m", "runners.compare", "--suite", str(suite), "--params-from", "s",
                               "--optuna-storage", storage, "--tracking-uri", f"sqlite:///{tmp_path / 'runs.db'}",
                               "--format", "markdown"], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -84,7 +84,7 @@ def test_bad_tune_input_exits_2(tmp_path):
 
 def test_objective_never_looks_at_the_query_set():
     data = datasets.load("synthetic-wiki", n_items=600, n_train=400, n_query=150, n_validation=60)
-    encoder = methods.create("dcmh", {"epochs": 2, "text_hidden": [32]}).fit(data.train, 16, FitContext(seed=0))
+    encoder = methods.create("dcmh", {"max_epochs": 2, "text_hidden": [32]}).fit(data.train, 16, FitContext(seed=0))
     scrambled = dataclasses.replace(data, query=data.query.subset(np.arange(10)), retrieval=data.query.subset(np.arange(5)))
     assert validation_map(encoder, data) == validation_map(encoder, scrambled)
 
@@ -98,7 +98,7 @@ def test_two_workers_share_a_study_on_postgresql(tmp_path, postgres_url):
     # The parent creates the study once; then two worker processes run trials into it at once.
     create_study(postgres_url, "shared", 0, {"method": "dcmh", "dataset": "synthetic-wiki", "bits": 16,
                                               "dataset_options": json.dumps({"n_items": 700, "n_query": 150, "n_train": 450, "n_validation": 80}, sort_keys=True),
-                                              "overrides": json.dumps({"epochs": 3, "text_hidden": [64]}, sort_keys=True)})
+                                              "overrides": json.dumps({"max_epochs": 3, "text_hidden": [64]}, sort_keys=True)})
     cmd = [sys.executable, "-m", "runners.tune", "--method", "dcmh", *DATA, *FAST, "--bits", "16", "--storage", postgres_url,
            "--study-name", "shared", "--trials", "2", "--no-mlflow"]
     workers = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -114,8 +114,8 @@ def test_suite_tuning_gives_every_method_the_same_budget_and_feeds_compare(tmp_p
     suite = tmp_path / "two.toml"
     suite.write_text('name = "two"\nbits = [16]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
                      'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 80 }\n'
-                     '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { epochs = 2, text_hidden = [64] }\n'
-                     '[[methods]]\nname = "dscmr"\nlabel = "DSCMR"\noverrides = { epochs = 2, hidden = 64, common = 32 }\n')
+                     '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 2, text_hidden = [64] }\n'
+                     '[[methods]]\nname = "dscmr"\nlabel = "DSCMR"\noverrides = { max_epochs = 2, hidden = 64, common = 32 }\n')
     storage, out = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "tuned.toml"
     proc = subprocess.run([sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", "3", "--storage", storage,
                            "--no-mlflow", "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900)
