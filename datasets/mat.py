@@ -30,6 +30,8 @@ def sniff(path: str | os.PathLike) -> str:
         raise DataError(f"{path}: file not found; expected a MATLAB/HDF5/npz data file here")
     with open(path, "rb") as fh:
         head = fh.read(1032)
+    if not head:
+        raise DataError(f"{path}: empty file (0 bytes); expected a MATLAB/HDF5/npz data file")
     if head.startswith(b"MATLAB 7.3"):
         # v7.3 = HDF5 with a 512-byte MATLAB user block in front.
         if head[512:520] != HDF5_SIGNATURE:

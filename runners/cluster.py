@@ -420,6 +420,9 @@ class _AttemptTracker:
     def start(self, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any]) -> str:
         return self._tracker.start(run_name, {**tags, **self._tags}, params)
 
+    def claim(self, run_key: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any], since: int = 0) -> Any:
+        return self._tracker.claim(run_key, run_name, {**tags, **self._tags}, params, since=since)
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         if status == "FINISHED" and self._tracker.status(run_id) == "KILLED":
             return
@@ -435,9 +438,12 @@ def cell_task(suite: Suite, cell: Cell, key: str, uri: str, experiment: str, gri
     (status, message).
 
     Idempotent: a FINISHED run of `key` (with `force`, one of this `grid`) is returned without
-    training; runs of `key` still RUNNING are an earlier attempt's whose worker died: they are
-    marked KILLED, tagged with the attempt that superseded them, before this attempt starts."""
-    from .run import cell_identity, cell_title, load_cell_data, run_cell
+    training; runs of `key` of this grid still RUNNING are an earlier attempt's whose worker died:
+    they are marked KILLED, tagged with the attempt that superseded them, before this attempt
+    starts. A RUNNING run of another process (another grid, a runners.run) whose claim is alive is
+    waited for (runners.tracking.Tracker.claim); a dead or stale one is taken over."""
+    from .run import await_cell, cell_identity, cell_title, load_cell_data
+    from .tracking import TrackingError
 
     worker = _prepare(suite.imports, threads)
     title = cell_title(cell)
@@ -454,7 +460,7 @@ def cell_task(suite: Suite, cell: Cell, key: str, uri: str, experiment: str, gri
         by = f"attempt {earlier} of this grid" if finished[-1].run_id in ours else "an earlier grid"
         return "FINISHED", f"{title}: already finished by {by} (run {finished[-1].run_id}); not trained again"
     attempt = len(ours) + 1
-    stale = [r for r in runs if r.status == "RUNNING"]
+    stale = [r for r in runs if r.status == "RUNNING" and r.tags.get("grid_id") == grid]
     for record in stale:
         tracker.set_tags(record.run_id, {"error": "its worker died while it ran (never finished)",
                                          "superseded_by": f"attempt {attempt} of grid {grid} on {_worker_name(worker)}"})
@@ -462,7 +468,10 @@ def cell_task(suite: Suite, cell: Cell, key: str, uri: str, experiment: str, gri
     _event(worker, kind="started", grid=grid, key=key, title=title, attempt=attempt, where=_worker_name(worker),
            killed=len(stale))
     tags = {"grid_id": grid, "attempt": attempt, "dask_worker": _worker_name(worker)}
-    return run_cell(suite, cell, _AttemptTracker(tracker, tags))
+    try:
+        return await_cell(suite, cell, _AttemptTracker(tracker, tags), since=int(time.time() * 1000) if force else 0)
+    except TrackingError as exc:  # not retried: the store fails for every attempt alike
+        return "FAILED", f"FAILED {title}: {exc}"
 
 
 # --- submitting and following tasks --------------------------------------------------------------
@@ -568,7 +577,7 @@ def run_cells(client: Any, suite: Suite, todo: Sequence[tuple[Cell, str]], track
         key = futures[future]
         status, message = result or ("FAILED", _failure(future, cell_title(cells[key][0])))
         for _ in cells[key]:
-            line = ("finished " + message if status == "FINISHED" else message) + progress.count(status == "FINISHED")
+            line = ("finished " + message if status == "FINISHED" else message) + progress.count(status in ("FINISHED", "REUSED"))
             on_outcome(key, (status, message), line)
 
     _follow(client, futures, grid, log, done)
@@ -625,8 +634,8 @@ def _trial_storage(url: str) -> Any:
 def trial_task(storage_url: str, job: StudyJob, index: int, uri: str | None, experiment: str, grid: str) -> dict[str, Any]:
     """Run one trial of `job.study` on a worker (or here); return its number, state and value.
 
-    The study exists (the parent created it). Each task seeds its own TPE sampler (job.seed + 1 +
-    index) so trials running at once do not draw the same point."""
+    The study exists (the parent created it). The sampler draws trial N with job.seed + N
+    (runners.tune.TrialSeededSampler), so trials running at once do not draw the same point."""
     import optuna
 
     from .run import load_dataset
@@ -635,7 +644,7 @@ def trial_task(storage_url: str, job: StudyJob, index: int, uri: str | None, exp
     worker = _prepare(job.imports, None)
     data = load_dataset(job.dataset)
     study = optuna.load_study(study_name=job.study, storage=_trial_storage(storage_url),
-                              **study_algorithms(job.seed + 1 + index))
+                              **study_algorithms(job.seed))
     tracker = _tracker(uri, experiment) if uri else None
     objective = make_objective(job.method, job.dataset.name, data, job.bits, job.seed, job.device, job.base, tracker,
                                job.study, job.stopping)

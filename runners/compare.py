@@ -28,9 +28,9 @@ from .evaluation import spec_for_metric
 from .records import RunRecord
 from .rescore import rescore
 from .cluster import ClusterError, spec_from_args
-from .run import add_grid_arguments, cell_key, load_cell_data, parse_shard, run_grid, suite_from_args
+from .run import STORE_FAULT, add_grid_arguments, cell_key, load_cell_data, parse_shard, prepare_store, run_grid, suite_from_args
 from .suite import Cell, SuiteError
-from .tracking import Tracker
+from .tracking import Tracker, TrackingError
 
 DEFAULT_REFERENCES = Path(__file__).resolve().parent.parent / "benchmarks" / "references.toml"
 
@@ -89,13 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
 
-    tracker = Tracker(args.tracking_uri, args.experiment)
     failed = []
-    if not args.no_run:
-        try:
-            failed = run_grid(suite, tracker, force=args.force, shard=parse_shard(args.shard), cluster=cluster).failed
-        except ClusterError as exc:  # a scheduler that does not answer, workers that cannot take a cell
-            parser.exit(2, f"error: {exc}\n")
+    try:
+        tracker = Tracker(args.tracking_uri, args.experiment)
+        if args.no_run:
+            prepare_store(tracker, args.spool, reap=False)  # what an earlier run left in the spool counts once uploaded
+        else:
+            failed = run_grid(suite, tracker, force=args.force, shard=parse_shard(args.shard), cluster=cluster,
+                              spool=args.spool).failed
+    except ClusterError as exc:  # a scheduler that does not answer, workers that cannot take a cell
+        parser.exit(2, f"error: {exc}\n")
+    except TrackingError as exc:  # a dead server, a full disk, a read-only store
+        parser.exit(STORE_FAULT, f"error: {exc}\n")
     keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
     finished = tracker.finished()
     if add_metric(tracker, finished, keyed, args.metric):

@@ -6,13 +6,21 @@ metrics of real-valued embeddings). Caption retrieval (--image-feats / --text-fe
 feature jsonl files with their texts jsonl, or SCAN-style .npy embeddings (5 captions per image,
 N or 5N image rows), give Recall@1/5/10 both ways in percent, the mean recall per direction, medr,
 meanr and rsum, as SCAN's evaluation prints them (metrics.recall). Errors are one line on stderr
-and exit status 2.
+and exit status 2, before anything is computed (an unusable --device, an empty, truncated or
+non-archive file). Nothing is ever unpickled: object arrays are refused.
+
+A metric that is undefined for the query set (HashNet's mAP@k drops the queries with no relevant
+item in their top k; when it drops every query, e.g. all query labels zero, nothing is left to
+average) prints as "undefined" in the table and as null in --json, with a note on stderr; NaN is
+never printed.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +41,8 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
     if not file.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     suffix = file.suffix.lower()
-    if suffix == ".npy":
-        return {"array": np.load(file, allow_pickle=False)}
-    if suffix == ".npz":
-        with np.load(file, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+    if suffix in (".npy", ".npz"):
+        return _load_numpy(file, suffix)
     if suffix == ".mat":
         import scipy.io
 
@@ -50,6 +55,32 @@ def load_arrays(path: str) -> dict[str, np.ndarray]:
             with h5py.File(file, "r") as handle:
                 return {k: np.asarray(v).T for k, v in handle.items() if isinstance(v, h5py.Dataset)}
     raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .npy, .npz or .mat")
+
+
+def _load_numpy(file: Path, suffix: str) -> dict[str, np.ndarray]:
+    """Read a .npy or .npz without ever unpickling; ValueError naming the file if it is empty,
+    truncated, not what its name says, or holds object arrays."""
+    what = {".npy": "a .npy array file (numpy.save)", ".npz": "a .npz archive (numpy.savez)"}[suffix]
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        head = handle.read(8)
+    if size == 0:
+        raise ValueError(f"{file}: empty file (0 bytes); expected {what}")
+    magic = b"\x93NUMPY" if suffix == ".npy" else b"PK"
+    if not head.startswith(magic):
+        raise ValueError(f"{file}: not {what} (first bytes {head!r}, expected {magic!r}); the file is corrupt or of another kind")
+    try:
+        if suffix == ".npy":
+            return {"array": np.load(file, allow_pickle=False)}
+        with np.load(file, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc) or "Object arrays" in str(exc):
+            raise ValueError(f"{file}: holds object (pickled) data; only numeric arrays are read, never pickles") from None
+        raise ValueError(f"{file}: truncated or corrupt ({str(exc).splitlines()[0]}); expected {what}") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
+        raise ValueError(f"{file}: truncated or corrupt ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no data'}); "
+                         f"expected {what}") from None
 
 
 def pick(arrays: dict[str, np.ndarray], source: str, role: str, key: str | None) -> np.ndarray:
@@ -212,9 +243,20 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
                                     permutation_seed=args.permutation_seed, chunk_size=args.chunk_size)
 
 
+def undefined_note(name: str) -> str:
+    """Return why metric `name` has no value for this query set."""
+    if "_hashnet" in name:
+        return (f"note: {name} is undefined for this query set: HashNet's variant leaves out every query with no "
+                "relevant item in its top k, and here that is every query (are the query labels all zero?)")
+    return f"note: {name} is undefined for this query set (no query it can be computed for)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .suite import check_device
+
+        check_device(args.device, "--device")
         results = evaluate(args)
     except (ValueError, OSError, KeyError, RuntimeError) as error:  # DataError is a ValueError
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -222,12 +264,16 @@ def main(argv: list[str] | None = None) -> int:
             message += " (real-valued codes: add --binarize, or --cosine for embeddings)"
         print(f"error: {message}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(results))
+    undefined = [name for name, value in results.items() if isinstance(value, float) and not math.isfinite(value)]
+    for name in undefined:
+        print(undefined_note(name), file=sys.stderr)
+    if args.json:  # strict JSON: an undefined value is null, never NaN
+        print(json.dumps({k: (None if k in undefined else v) for k, v in results.items()}, allow_nan=False))
     else:
         width = max(map(len, results))
         for name, value in results.items():
-            print(f"{name:<{width}}  {value:.6f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
+            text = "undefined" if name in undefined else f"{value:.6f}" if isinstance(value, float) else value
+            print(f"{name:<{width}}  {text}")
     return 0
 
 

@@ -32,15 +32,23 @@ def score_run(tracker: Tracker, run_id: str, codes: CodeSet, data: CrossModalDat
     """Compute every number from `codes`, log them and the eval artifacts (per-query values,
     curves and figures titled `title`) to run `run_id`, tag it with the current metrics version;
     return the values."""
-    evaluation = evaluate_codes(codes, data, spec)
-    tracker.log_metrics(run_id, evaluation.values)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        artifacts.write_curves(folder, evaluation.curves, title)
-        artifacts.write_per_query(folder, evaluation.per_query)
-        tracker.log_artifacts(run_id, folder, artifacts.EVAL_DIR)
-    tracker.set_tags(run_id, {"metrics_version": metrics_version(), "metric_spec": repr(spec)})
-    return evaluation.values
+        values, tags = score_into(Path(tmp), codes, data, title, spec)
+        tracker.log_metrics(run_id, values)
+        tracker.log_artifacts(run_id, Path(tmp), artifacts.EVAL_DIR)
+    tracker.set_tags(run_id, tags)
+    return values
+
+
+def score_into(folder: Path, codes: CodeSet, data: CrossModalData, title: str,
+               spec: MetricSpec = MetricSpec()) -> tuple[dict[str, float], dict[str, str]]:
+    """Compute every number from `codes` and write the eval artifacts (per-query values, curves,
+    figures titled `title`) into `folder`; return (values, the run's metrics-version tags)."""
+    evaluation = evaluate_codes(codes, data, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts.write_curves(folder, evaluation.curves, title)
+    artifacts.write_per_query(folder, evaluation.per_query)
+    return evaluation.values, {"metrics_version": metrics_version(), "metric_spec": repr(spec)}
 
 
 def stored_codes(tracker: Tracker, record: RunRecord) -> CodeSet:

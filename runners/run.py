@@ -6,20 +6,27 @@ Each run records params (method config, dataset options, bits, seed), tags (run_
 version, git commit, dataset fingerprint, device, library versions), per-epoch training values
 and final metrics for both directions. A failing cell is recorded as FAILED and the grid goes on;
 an interrupted one is recorded as KILLED. Either is rerun next time.
+
+Several runners.run processes may share one store: each cell is claimed before it trains (a
+RUNNING run with a heartbeat, see runners.tracking), so each is trained once; a cell another
+process holds is left to it and waited for after the others. A cell's results go to a local
+spool first (runners.spool) and then to MLflow: if the store fails (a dead tracking server, a
+full disk, a read-only store) the grid stops with one line (exit status 3), the trained result
+stays in the spool, and the next run uploads it.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -37,10 +44,15 @@ from .evaluation import encode_splits
 from .identity import fit_code_version, git_commit, metrics_version, run_key
 from .progress import Reporter
 from .records import FitSummary, RunRecord
-from .rescore import rescore, score_run
+from .rescore import rescore, score_into
+from .spool import Entry, spool_dir, upload, upload_all
 from .suite import (DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, check_device, load_suite,
                     load_tuned, select)
-from .tracking import Tracker
+from .tracking import Tracker, TrackingError, holder, store_fault
+
+HELD, REUSED = "HELD", "REUSED"  # run_cell outcomes besides FINISHED / FAILED: another process holds / finished it
+STORE_FAULT = 3  # exit status when the store fails (bad input is 2)
+POLL_SECONDS = float(os.environ.get("XMH_CLAIM_POLL_SECONDS", "5"))  # how often a held cell is looked at again
 
 
 @dataclass
@@ -101,17 +113,35 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
     return shard is None or int(key, 16) % shard[1] == shard[0]
 
 
+def prepare_store(tracker: Tracker, spool: str | Path | None = None, console: Console | None = None,
+                  reap: bool = True) -> Path:
+    """Upload what earlier runs left in the spool, then (with `reap`) mark runs that dead
+    processes left RUNNING as KILLED; return the spool folder. TrackingError if the store fails."""
+    console = console or Console(stderr=True)
+    say = lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+    root = spool_dir(tracker.uri, spool)
+    upload_all(tracker, root, log=say)
+    for record, why in (tracker.reap() if reap else []):
+        say(f"marked run {record.run_id} ({record.tags.get('label', '?')} {record.tags.get('bits', '?')}b seed "
+            f"{record.tags.get('seed', '?')}) KILLED: {why}")
+    return root
+
+
 def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: int = 1,
              shard: tuple[int, int] | None = None, console: Console | None = None,
-             cluster: ClusterSpec | None = None) -> GridReport:
+             cluster: ClusterSpec | None = None, spool: str | Path | None = None) -> GridReport:
     """Run every cell of `suite` not already finished in `tracker` (all of them with force);
     finished runs scored by an older metrics version are rescored from their stored codes.
 
     With `cluster` (or workers > 1: a local cluster) each missing cell is one task on a Dask cluster
     (runners.cluster), the store created here, in the parent, first. Progress goes to `console`
-    (stderr): a bar on a terminal, lines otherwise."""
+    (stderr): a bar on a terminal, lines otherwise. First the spool of earlier runs is uploaded
+    and dead runs are marked KILLED (prepare_store). TrackingError (one line) if the store fails:
+    the grid stops, a trained result stays in the spool `spool`."""
     cluster = cluster or ClusterSpec(workers=workers)
     report = GridReport()
+    since = int(time.time() * 1000) if force else 0
+    root = prepare_store(tracker, spool, console)
     finished = {} if force else tracker.finished()
     current = metrics_version()
     todo: list[tuple[Cell, str]] = []
@@ -135,8 +165,19 @@ def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: in
         reporter.log(f"{len(report.reused) + len(stale)} of {len(report.reused) + len(stale) + len(todo)} runs already in "
                      f"MLflow ({len(stale)} rescored); running {len(todo)}" + ("" if cluster.in_process else f" {cluster.describe()}"))
         if cluster.in_process:
-            for cell, key in todo:
-                _record(report, reporter, key, run_cell(suite, cell, tracker, reporter))
+            held = []
+            try:
+                for cell, key in todo:
+                    outcome = run_cell(suite, cell, tracker, reporter, spool=root, since=since)
+                    if outcome[0] == HELD:  # another process trains it: the other cells first
+                        reporter.log(f"{outcome[1]}; coming back to it after the other cells")
+                        held.append((cell, key))
+                    else:
+                        _record(report, reporter, key, outcome)
+                for cell, key in held:
+                    _record(report, reporter, key, await_cell(suite, cell, tracker, reporter, spool=root, since=since))
+            except TrackingError as exc:
+                raise TrackingError(f"{exc}; the grid stopped after {reporter.done} of {len(todo)} cells") from exc
         else:
             run_grid_on_cluster(cluster, suite, todo, tracker, lambda key, outcome, line: _record(report, reporter, key, outcome, line),
                                 log=reporter.log, force=force)
@@ -145,9 +186,24 @@ def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: in
 
 def _record(report: GridReport, reporter: Reporter, key: str, outcome: tuple[str, str], line: str | None = None) -> None:
     status, message = outcome
-    (report.ran.append(key) if status == "FINISHED" else report.failed.append((key, message)))
-    reporter.log(line or message)
+    if status == REUSED:
+        report.reused.append(key)
+    else:
+        (report.ran.append(key) if status == "FINISHED" else report.failed.append((key, message)))
     reporter.advance()
+    reporter.log(line or message + reporter.count())
+
+
+def await_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | None = None, **kwargs: Any) -> tuple[str, str]:
+    """Run a cell another process holds once it is free: wait while its claim lives (the other
+    process finished it: REUSED; it died or hangs: its claim is taken over and the cell trained)."""
+    while True:
+        outcome = run_cell(suite, cell, tracker, reporter, **kwargs)
+        if outcome[0] != HELD:
+            return outcome
+        if reporter:
+            reporter.describe(f"waiting: {outcome[1]}")
+        time.sleep(POLL_SECONDS)
 
 
 _loaded: dict[str, CrossModalData] = {}
@@ -186,13 +242,17 @@ def fit_summary(encoder: Any, seconds: float) -> FitSummary:
     return FitSummary(record.steps, record.best_step, record.evaluations, record.stop_reason, seconds, record.best_score)
 
 
-def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | None = None) -> tuple[str, str]:
-    """Train one cell, store its codes, then score them, as one MLflow run; return (final status,
-    one-line message).
+def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | None = None, *,
+             spool: str | Path | None = None, since: int = 0) -> tuple[str, str]:
+    """Claim one cell, train it, store its codes, then score them, as one MLflow run; return (final
+    status, one-line message): FINISHED, FAILED, REUSED (another process finished it; FINISHED
+    runs that started before `since`, ms, do not count) or HELD (another process trains it now).
 
-    The codes are logged before scoring, so a failure while scoring loses no training (rescore
-    the run). Failures are recorded as FAILED (with the error and traceback as tags) and
-    returned, not raised; an interrupt is recorded as KILLED and re-raised."""
+    Everything goes to a spool entry first (runners.spool: the codes before scoring, so a failure
+    while scoring loses no training: rescore the run), then to MLflow. Per-step values go to
+    MLflow as they come while the store answers. Failures are recorded as FAILED (with the error
+    and traceback as tags) and returned, not raised; an interrupt is recorded as KILLED and
+    re-raised; a store fault raises TrackingError (a result already trained stays in the spool)."""
     data = load_cell_data(cell, reporter)
     key, params, version = cell_identity(cell, data)
     title = cell_title(cell)
@@ -210,42 +270,103 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
                   **{f"data.preprocess.{k}": v for k, v in data.meta.preprocessing.items()},
                   **{f"stopping.{k}": v for k, v in dataclasses.asdict(cell.stopping).items()},
                   "bits": cell.bits, "seed": cell.seed, "method": cell.method.name, "dataset": cell.dataset.name}
-    run_id = tracker.start(title, tags, run_params)
+    claim = tracker.claim(key, title, tags, run_params, since=since)
+    if not isinstance(claim, str):
+        if claim.status == "FINISHED":
+            return REUSED, f"{title}: finished by another process (run {claim.run_id}); not trained again"
+        return HELD, f"{title}: being trained by {holder(claim)} (run {claim.run_id})"
+    run_id = claim
+    root = spool_dir(tracker.uri, spool)
+    entry = Entry(root, tracker.uri, tracker.experiment, key, run_id, title, tags, run_params, since=since)
+    log = reporter.log if reporter else (lambda message: None)
+    live = [True]  # per-step values go to MLflow too, until the store fails once
+
+    def on_report(step: int, values: Mapping[str, float]) -> None:
+        now = int(time.time() * 1000)
+        rows = [(f"epoch/{k}", float(v), int(step), now) for k, v in values.items()]
+        entry.history.extend(rows)
+        if reporter:
+            reporter.step(title, step, values)
+        if live[0]:
+            try:
+                tracker.log_history(run_id, rows)
+            except TrackingError as exc:
+                live[0] = False
+                log(f"{title}: {exc}; training goes on, its results go to the spool {root}")
+
     try:
         started = time.perf_counter()
         method = methods.create(cell.method.name, cell.method.overrides)
-        ctx = FitContext(
-            seed=cell.seed, device=suite.device, validation=data.validation, stopping=cell.stopping,
-            on_report=lambda step, values: tracker.log_metrics(run_id, {f"epoch/{k}": v for k, v in values.items()}, step=step),
-            log=reporter.log if reporter else (lambda message: None),
-        )
+        ctx = FitContext(seed=cell.seed, device=suite.device, validation=data.validation, stopping=cell.stopping,
+                         on_report=on_report, log=log)
         encoder = method.fit(data.train.training_pairs(), cell.bits, ctx)
         fit = fit_summary(encoder, time.perf_counter() - started)
         codes = encode_splits(encoder, data)
-        with tempfile.TemporaryDirectory() as tmp:  # the fit's outputs, before anything is scored
-            folder = Path(tmp)
-            codes.save(folder / artifacts.CODES_FILE)
-            artifacts.write_config(folder, {"dataset": cell.dataset.name, "dataset_options": dict(cell.dataset.options),
-                                            "preprocessing": dict(data.meta.preprocessing), "method": cell.method.name,
-                                            "label": cell.method.label, "config": params, "bits": cell.bits,
-                                            "seed": cell.seed, "run_key": key, "code_version": version,
-                                            "data": data.meta.record()})
-            tracker.log_artifacts(run_id, folder)
-        tracker.log_metrics(run_id, fit.metrics())
-        tracker.set_tags(run_id, {"stop_reason": fit.stop_reason})
-        values = score_run(tracker, run_id, codes, data, artifacts.run_title(cell.method.label, cell.bits, cell.dataset.name, cell.seed))
-        tracker.log_metrics(run_id, {"total_seconds": time.perf_counter() - started})
-        tracker.finish(run_id, "FINISHED")
+        folder = entry.artifacts  # the fit's outputs, before anything is scored
+        codes.save(folder / artifacts.CODES_FILE)
+        artifacts.write_config(folder, {"dataset": cell.dataset.name, "dataset_options": dict(cell.dataset.options),
+                                        "preprocessing": dict(data.meta.preprocessing), "method": cell.method.name,
+                                        "label": cell.method.label, "config": params, "bits": cell.bits,
+                                        "seed": cell.seed, "run_key": key, "code_version": version,
+                                        "data": data.meta.record()})
+        entry.metrics.update(fit.metrics())
+        entry.tags["stop_reason"] = fit.stop_reason
+        values = None
+        try:
+            values, score_tags = score_into(folder / artifacts.EVAL_DIR, codes, data,
+                                            artifacts.run_title(cell.method.label, cell.bits, cell.dataset.name, cell.seed))
+            entry.metrics.update(values)
+            entry.tags.update(score_tags)
+        except Exception as exc:  # the codes are kept: rescore the run
+            if store_fault(exc):
+                raise
+            entry.status = "FAILED"
+            entry.tags.update({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]})
+        entry.metrics["total_seconds"] = time.perf_counter() - started
+        entry.commit()  # from here on nothing trained is lost
+        try:
+            what, final = upload(entry.path, tracker)
+        except TrackingError as exc:
+            raise TrackingError(f"{exc}; {title} is kept in the spool {root} and uploads with the next run") from None
+        if what == "dropped":
+            return REUSED, f"{title}: finished by another process (run {final}) while this one trained; not recorded twice"
+        if what == "kept":
+            return REUSED, f"{title}: run {final} took it over while this one trained; this result stays in the spool {root}"
+        if values is None:
+            return "FAILED", f"FAILED {title}: scoring failed ({entry.tags['error']}); its codes are stored: rescore run {final}"
         return "FINISHED", (f"{title}: mAP I->T {values['map_i2t']:.4f}  T->I {values['map_t2i']:.4f}  "
                             f"({fit.seconds:.1f}s, {fit.steps} steps, {fit.stop_reason})")
     except KeyboardInterrupt:
+        entry.discard()
         tracker.set_tags(run_id, {"error": "interrupted"})
         tracker.finish(run_id, "KILLED")
         raise
+    except TrackingError:
+        entry.discard()
+        _abandon(tracker, run_id)
+        raise
     except Exception as exc:  # recorded and reported; the grid goes on
+        entry.discard()
+        fault = store_fault(exc)
+        if fault is not None:  # a full disk or a read-only folder: the spool or the store
+            _abandon(tracker, run_id)
+            raise TrackingError(f"the spool {root} of the MLflow store {tracker.uri} {fault}; nothing of {title} was "
+                                "recorded (the store keeps no trace of it): free space, then run again") from None
         tracker.set_tags(run_id, {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]})
         tracker.finish(run_id, "FAILED")
         return "FAILED", f"FAILED {title}: {type(exc).__name__}: {exc}"
+    finally:
+        tracker.release(run_id)
+
+
+def _abandon(tracker: Tracker, run_id: str) -> None:
+    """Delete a claim whose cell left nothing (best effort: the store may not answer; a run left
+    RUNNING is marked KILLED by the next grid, its process being dead)."""
+    tracker.release(run_id)
+    try:
+        tracker.client.delete_run(run_id)
+    except Exception:
+        pass
 
 
 def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
@@ -264,6 +385,8 @@ def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params-from", metavar="STUDY", help="use the best config of this Optuna study for its method")
     parser.add_argument("--tuned", metavar="FILE", help="run every method with its tuned config from FILE (written by runners.tune --suite)")
     parser.add_argument("--optuna-storage", default="sqlite:///optuna.db", help="storage of --params-from (default: %(default)s)")
+    parser.add_argument("--spool", metavar="DIR", help="where results wait until MLflow has them (default: $XMH_SPOOL, "
+                        "else STORE.spool beside a sqlite store, else ~/.cache/xmodal-hash-bench/spool/SERVER)")
     add_cluster_arguments(parser)
 
 
@@ -302,15 +425,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         cluster = spec_from_args(args, suite.cluster)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
-    tracker = Tracker(args.tracking_uri, args.experiment)
     try:
         shard = parse_shard(args.shard)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
     try:
-        report = run_grid(suite, tracker, force=args.force, shard=shard, cluster=cluster)
+        tracker = Tracker(args.tracking_uri, args.experiment)
+        report = run_grid(suite, tracker, force=args.force, shard=shard, cluster=cluster, spool=args.spool)
     except ClusterError as exc:  # a scheduler that does not answer, workers that cannot take a cell
         parser.exit(2, f"error: {exc}\n")
+    except TrackingError as exc:  # a dead server, a full disk, a read-only store
+        parser.exit(STORE_FAULT, f"error: {exc}\n")
     print(f"{len(report.ran)} run, {len(report.reused)} reused, {len(report.failed)} failed")
     for _, message in report.failed:
         print(f"failed: {message}", file=sys.stderr)

@@ -17,6 +17,12 @@ Each trial is also an MLflow run (tags: study, trial). Storage: sqlite:///optuna
 a path ending in .log (or journal:PATH) uses Optuna's journal file; a postgresql:// URL a shared
 server, so several worker processes on several machines can run the same command together.
 Best parameters feed the runners: `python -m runners.compare --params-from STUDY`.
+
+Several workers on one study (the same command started twice, or a cluster): the sampler of
+trial N is seeded with --seed + N, so no two trials draw alike, and a second invocation does not
+repeat the first one's draws; a trial whose parameters another trial of the study already has
+(evaluated, or being evaluated) is not evaluated again: it is PRUNED with user attribute
+duplicate_of (the default trial 0 two workers enqueued at once, a discrete space drawn twice).
 """
 from __future__ import annotations
 
@@ -40,7 +46,7 @@ from methods.base import ConfigError, HashingMethod, check_bits
 from .cluster import StudyJob, add_cluster_arguments, cli_choices, cluster_spec, tune_on_cluster
 from .identity import fit_code_version, git_commit
 from .evaluation import validation_map
-from .suite import DatasetEntry, SuiteError
+from .suite import DatasetEntry, SuiteError, check_device, check_training_lengths
 from .tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -62,11 +68,64 @@ def default_study_name(method: str, dataset: str, bits: int) -> str:
     return f"{method}-{dataset}-{bits}b"
 
 
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Optuna's TPE sampler seeded per trial with `seed` + the trial's number: workers that share a
+    study (processes, cluster tasks, later invocations) never draw with the same random state,
+    and one worker alone draws as reproducibly as one seeded TPE sampler would."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._samplers: dict[int, optuna.samplers.TPESampler] = {}
+
+    def _tpe(self, trial: Any) -> optuna.samplers.TPESampler:
+        if trial._trial_id not in self._samplers:
+            self._samplers[trial._trial_id] = optuna.samplers.TPESampler(seed=self.seed + trial.number)
+        return self._samplers[trial._trial_id]
+
+    def infer_relative_search_space(self, study, trial):
+        return self._tpe(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._tpe(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._tpe(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self._tpe(trial).before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        sampler = self._samplers.pop(trial._trial_id, None)
+        if sampler is not None:
+            sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:  # the seeds are the trials' own
+        pass
+
+
 def study_algorithms(seed: int) -> dict[str, Any]:
     """Return the sampler and pruner of a study: Optuna stores neither, so every process that runs
-    trials (runners.cluster's workers too) builds them again."""
-    return {"sampler": optuna.samplers.TPESampler(seed=seed),
+    trials (runners.cluster's workers too) builds them again (the same ones: trial N is drawn
+    with seed + N wherever it runs)."""
+    return {"sampler": TrialSeededSampler(seed),
             "pruner": optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)}
+
+
+_EVALUATED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def duplicate_of(study: optuna.Study, trial: optuna.Trial, key: str) -> int | None:
+    """Return the number of another trial of the study with parameters `key` that is evaluated, or
+    being evaluated with a lower number (trials marked duplicate_of do not count); None if none.
+
+    Each trial writes its key before it looks (and looks again before it reports a value), so of
+    two trials drawing alike at once, at most one is evaluated."""
+    for other in study.get_trials(deepcopy=False):
+        if other.number == trial.number or other.user_attrs.get("param_key") != key or "duplicate_of" in other.user_attrs:
+            continue
+        if other.state in _EVALUATED or (other.state == optuna.trial.TrialState.RUNNING and other.number < trial.number):
+            return other.number
+    return None
 
 
 def create_study(storage: Any, name: str, seed: int, attrs: Mapping[str, Any]) -> optuna.Study:
@@ -97,6 +156,12 @@ def make_objective(method_name: str, dataset_name: str, data: CrossModalData, bi
         overrides = {**base, **suggested}
         method = cls.from_overrides(overrides)
         trial.set_user_attr("overrides", json.dumps(overrides, sort_keys=True))
+        key = "default" if trial.user_attrs.get("is_default") else json.dumps(suggested, sort_keys=True)
+        trial.set_user_attr("param_key", key)
+        twin = duplicate_of(trial.study, trial, key)
+        if twin is not None:
+            trial.set_user_attr("duplicate_of", twin)
+            raise optuna.TrialPruned(f"the parameters of trial {twin}; not evaluated again")
         run_id = None
         if tracker is not None:
             run_id = tracker.start(
@@ -129,6 +194,13 @@ def make_objective(method_name: str, dataset_name: str, data: CrossModalData, bi
                 tracker.set_tags(run_id, {"error": f"{type(exc).__name__}: {exc}"})
                 tracker.finish(run_id, "FAILED")
             raise
+        twin = duplicate_of(trial.study, trial, key)
+        if twin is not None:  # another worker drew the same and got there first
+            trial.set_user_attr("duplicate_of", twin)
+            if run_id is not None:
+                tracker.set_tags(run_id, {"pruned": "true", "duplicate_of": twin})
+                tracker.finish(run_id, "KILLED")
+            raise optuna.TrialPruned(f"the parameters of trial {twin}; not reported twice")
         if run_id is not None:
             tracker.log_metrics(run_id, {"val_map": value})
             tracker.finish(run_id)
@@ -273,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=JSON",
                         help="loader option, e.g. n_items=6000 (repeatable; values parsed as JSON)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
-                        help="fixed config override for every trial, e.g. epochs=20 (repeatable)")
+                        help="fixed config override for every trial, e.g. max_epochs=20 (repeatable)")
     parser.add_argument("--bits", type=int, help="hash length (default: 32; --suite: the suite's middle one)")
     parser.add_argument("--trials", type=int, default=20, help="trials per study this process runs, or with a cluster "
                         "the cluster's workers run (default: %(default)s)")
@@ -293,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--trials must be at least 1, got {args.trials}")
         if args.bits is not None:
             check_bits(args.bits)
+        if not args.suite:
+            check_device(args.device, "--device")  # a suite's own device is checked with the suite
         if args.suite:
             if args.method or args.dataset:
                 raise ValueError("--suite tunes every method of the suite; leave out --method and --dataset")
@@ -310,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_kv = lambda items, flag: {k: json.loads(v) for k, v in (_split_kv(i, flag) for i in items)}  # noqa: E731
         loader_opts = parse_kv(args.dataset_option, "--dataset-option")
         base = parse_kv(args.override, "--override")
-        cls.from_overrides(base)
+        check_training_lengths(args.method, cls.from_overrides(base).params(), "--override")
         if cls.search_space.__func__ is HashingMethod.search_space.__func__:
             raise ValueError(f"method {args.method!r} declares no search space")
         cluster = cluster_spec(cli_choices(args))
