@@ -158,8 +158,8 @@ def our_contenders(tensors, threads: int, with_evaluate: bool) -> dict:
 
 def stable_path(tensors) -> str:
     """Which implementation mean_average_precision(backend="auto") picks for these inputs."""
-    from metrics.ranking import _prepare, _use_fused
-    return "fused (numba)" if _use_fused(_prepare(*tensors), "stable", "auto") else "torch sort"
+    from metrics import engine
+    return "counting kernel (numba)" if engine.use_kernel(engine.problem(*tensors), "auto") else "torch backend"
 
 
 def add_ratios(out: dict, reference_s: float, floor_s: float, threads: int, reference_all_threads_s: float | None = None) -> None:

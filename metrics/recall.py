@@ -5,7 +5,7 @@ from typing import Sequence
 
 import torch
 
-from .ranking import _chunks, _prepare
+from .engine import dense_inputs as _prepare, query_chunks as _chunks
 
 
 def _first_relevant_rank(inputs, rows, relevant: torch.Tensor) -> torch.Tensor:

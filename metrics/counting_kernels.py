@@ -1,0 +1,302 @@
+"""numba kernels of the counting engine (imported lazily by metrics/counting.py; needs numba).
+
+One pass over a database block per query (four queries at a time when codes and labels are
+one 64-bit word each) keeps, per Hamming distance d, a packed counter
+(d << 48) | (items at d so far << 24) | (relevant items at d so far). Each relevant item
+leaves a copy of its counter (its "record"). Given the counts of everything ranked before the
+block at each distance (`offsets`, packed (items << 32) | relevant), a record gives the item's
+global 0-based stable position and its rank among the relevant items:
+
+    position = items before at d + items at d earlier in the block
+    hits     = relevant before at d + relevant at d earlier in the block + 1
+
+AP contributions hits / (position + 1) are added as exact integers (two int64 limbs, see
+`split`), so a sum does not depend on the order in which items, blocks, threads or shards are
+added: every backend and every split of the database gives the same integers, hence the same
+float64 metrics to the last bit.
+
+Phases (one kernel, `phase` chosen per call):
+- HISTOGRAMS: per query and distance, items and relevant items (no records kept).
+- SCORES: given per-query start offsets (everything ranked before this database at each
+  distance: closer distances, and earlier shards at the same distance), exact AP limbs and
+  per-cutoff statistics of the items of this database, block by block.
+- SINGLE: the database is one block: histograms, offsets from them, AP limbs and cutoff
+  statistics in one pass (the common in-memory case).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import intrinsic
+
+# Relevance modes (inputs.py): label bit masks share a bit; ids are equal; item label lists hit
+# the query's label bitset (wide, sparse multi-hot labels). Cutoff statistics (partials.py):
+# hits in the top k, the exact limbs of the precision sum over those hits, and over the first
+# k relevant items wherever they rank.
+from .inputs import IDS, SPARSE
+from .partials import FIRST_HI, FIRST_LO, HITS, TOPK_HI, TOPK_LO
+
+HISTOGRAMS, SCORES, SINGLE = 0, 1, 2
+COUNT_BITS = 24
+MAX_BLOCK = (1 << COUNT_BITS) - 1  # items per block: the 24-bit counters of a record
+MAX_DISTANCE = (1 << 15) - 1
+
+u64 = np.uint64
+count_mask, record_mask, low32 = u64((1 << COUNT_BITS) - 1), u64((1 << 48) - 1), u64((1 << 32) - 1)
+count_shift, distance_shift, half_shift = u64(COUNT_BITS), u64(48), u64(32)
+# One more item at this distance (high counter) plus `relevant` more relevant items (low).
+item_step = u64(1 << COUNT_BITS)
+
+
+@intrinsic
+def popcount(typingctx, x):
+    """LLVM ctpop: one POPCNT instruction on x86-64."""
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+    return types.uint64(types.uint64), codegen
+
+
+@numba.njit(inline="always")
+def reset(counts):
+    """Start a block: counter d holds d in its top bits and zero counts, so that an item's
+    record is a plain copy of its counter (~6 % faster than or-ing the distance in per pair)."""
+    for d in range(counts.shape[0]):
+        counts[d] = u64(d) << distance_shift
+
+
+@numba.njit(inline="always")
+def visit(distance, relevant, counts, record, n_relevant):
+    """Count one item at `distance`; return the new number of relevant items. The record is
+    written for every item and kept only when relevant (a branch would be mispredicted)."""
+    seen = counts[distance]
+    record[n_relevant] = seen
+    counts[distance] = seen + item_step + relevant
+    return n_relevant + relevant
+
+
+@numba.njit(inline="always")
+def one_if(condition):
+    return u64(1) if condition else u64(0)
+
+
+@numba.njit(inline="always")
+def relevant_word(query_word, item_word, mode):
+    """Relevance from one label word: masks share a bit (MASKS) or ids are equal (IDS)."""
+    if mode == IDS:
+        return one_if(query_word == item_word)
+    return one_if((query_word & item_word) != u64(0))
+
+
+@numba.njit(inline="always")
+def relevant_row(queries, i, items, j, code_words, mode):
+    """Relevance of item j to query i in the general layout (label part after the code words)."""
+    if mode == SPARSE:
+        # Item label part: label indices (padded with an index whose query bit is never set);
+        # query label part: a bitset over all labels.
+        hit = u64(0)
+        for t in range(code_words, items.shape[1]):
+            label = items[j, t]
+            hit |= queries[i, code_words + np.int64(label >> u64(6))] >> (label & u64(63))
+        return hit & u64(1)
+    if mode == IDS:
+        return one_if(queries[i, code_words] == items[j, code_words])
+    shared = u64(0)
+    for t in range(code_words, items.shape[1]):
+        shared |= queries[i, t] & items[j, t]
+    return one_if(shared != u64(0))
+
+
+@numba.njit(cache=True, nogil=True)
+def pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode):
+    """One pass over items[start:stop] for queries first..first+3 (rows: code word, label
+    word); past the last query the group repeats it (its results are not written)."""
+    last = queries.shape[0] - 1
+    i0, i1, i2, i3 = first, min(first + 1, last), min(first + 2, last), min(first + 3, last)
+    c0, c1, c2, c3 = queries[i0, 0], queries[i1, 0], queries[i2, 0], queries[i3, 0]
+    l0, l1, l2, l3 = queries[i0, 1], queries[i1, 1], queries[i2, 1], queries[i3, 1]
+    for q in range(4):
+        reset(counts[q])
+    n0 = n1 = n2 = n3 = u64(0)
+    for j in range(start, stop):
+        code, labels = items[j, 0], items[j, 1]
+        n0 = visit(popcount(c0 ^ code), relevant_word(l0, labels, mode), counts[0], records[0], n0)
+        n1 = visit(popcount(c1 ^ code), relevant_word(l1, labels, mode), counts[1], records[1], n1)
+        n2 = visit(popcount(c2 ^ code), relevant_word(l2, labels, mode), counts[2], records[2], n2)
+        n3 = visit(popcount(c3 ^ code), relevant_word(l3, labels, mode), counts[3], records[3], n3)
+    n_relevant[0], n_relevant[1], n_relevant[2], n_relevant[3] = n0, n1, n2, n3
+
+
+@numba.njit(cache=True, nogil=True)
+def pass_one(queries, i, items, start, stop, counts, records, n_relevant, code_words, mode):
+    """One pass over items[start:stop] for query i, any number of code and label words."""
+    reset(counts[0])
+    n = u64(0)
+    for j in range(start, stop):
+        distance = u64(0)
+        for w in range(code_words):
+            distance += popcount(queries[i, w] ^ items[j, w])
+        n = visit(distance, relevant_row(queries, i, items, j, code_words, mode), counts[0], records[0], n)
+    n_relevant[0] = n
+
+
+@numba.njit(inline="always")
+def split(hits, position, inverse_positions, hi_scale, lo_scale):
+    """hits / (position + 1) (as hits * (1 / (position + 1)), float64) as two exact integers:
+    value = (hi + lo / lo_scale) / hi_scale. Scaling by powers of two is exact, so is taking
+    the fractional part; see counting.limb_scales for why both limbs are integers."""
+    x = float(hits) * inverse_positions[position] * hi_scale
+    hi = np.int64(x)
+    return hi, np.int64((x - float(hi)) * lo_scale)
+
+
+@numba.njit(inline="always")
+def decode(record, offsets):
+    """(0-based position, hits - 1) of a record's item, from the offsets of its block."""
+    widened = ((record & (count_mask << count_shift)) << u64(8)) | (record & count_mask)
+    counted = offsets[record >> distance_shift] + widened
+    return np.int64(counted >> half_shift), np.int64(counted & low32)
+
+
+@numba.njit(cache=True, nogil=True)
+def block_histogram(counts, items_at, relevant_at):
+    """Add a block's per-distance counts to a query's histogram."""
+    for d in range(counts.shape[0]):
+        packed = counts[d] & record_mask
+        items_at[d] += np.int64(packed >> count_shift)
+        relevant_at[d] += np.int64(packed & count_mask)
+
+
+@numba.njit(cache=True, nogil=True)
+def advance(offsets, counts):
+    """offsets += a block's per-distance counts (packed items << 32 | relevant)."""
+    for d in range(counts.shape[0]):
+        packed = counts[d] & record_mask
+        offsets[d] += ((packed >> count_shift) << half_shift) | (packed & count_mask)
+
+
+@numba.njit(cache=True, nogil=True)
+def block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, limbs):
+    """Exact AP limbs of a block's relevant items into limbs[0:2]; the position of each item
+    among the first kmax relevant ones (by global rank) into slots[rank]."""
+    a, b = limbs[0], limbs[1]
+    for t in range(np.int64(n)):
+        position, rank = decode(record[t], offsets)
+        hi, lo = split(rank + 1, position, inverse_positions, hi_scale, lo_scale)
+        a += hi
+        b += lo
+    limbs[0], limbs[1] = a, b
+    if kmax > 0:
+        for t in range(np.int64(n)):
+            position, rank = decode(record[t], offsets)
+            slots[min(rank, kmax)] = position  # slot kmax collects the ones beyond
+
+
+@numba.njit(cache=True, nogil=True)
+def single_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, cutoffs, cut, limbs):
+    """The whole database was one block: AP limbs and cutoff statistics of one query."""
+    if kmax == 0:
+        limbs[0] = limbs[1] = 0
+        block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, 0, limbs)
+        return
+    for t in range(np.int64(n)):  # every relevant item into rank order (a counting sort)
+        position, rank = decode(record[t], offsets)
+        slots[rank] = position
+    ranked_statistics(slots, np.int64(n), cutoffs, inverse_positions, hi_scale, lo_scale, cut, limbs)
+
+
+@numba.njit(cache=True, nogil=True)
+def ranked_statistics(slots, n_slots, cutoffs, inverse_positions, hi_scale, lo_scale, cut, limbs):
+    """Cutoff statistics from slots[u] = position of the relevant item of rank u + 1 (-1 where
+    another shard holds it); the positions held are increasing in u. limbs gets the exact sum
+    over all slots held."""
+    m = cutoffs.shape[0]
+    a = b = count = np.int64(0)
+    top = first = 0  # next cutoff to close: by position (hits in the top k), by rank
+    for u in range(n_slots):
+        while first < m and cutoffs[first] <= u:  # rank u + 1 > k: beyond the first k relevant
+            cut[first, FIRST_HI], cut[first, FIRST_LO] = a, b
+            first += 1
+        position = slots[u]
+        if position < 0:
+            continue
+        while top < m and position >= cutoffs[top]:
+            cut[top, HITS], cut[top, TOPK_HI], cut[top, TOPK_LO] = count, a, b
+            top += 1
+        hi, lo = split(u + 1, position, inverse_positions, hi_scale, lo_scale)
+        a += hi
+        b += lo
+        count += 1
+    for j in range(top, m):
+        cut[j, HITS], cut[j, TOPK_HI], cut[j, TOPK_LO] = count, a, b
+    for j in range(first, m):
+        cut[j, FIRST_HI], cut[j, FIRST_LO] = a, b
+    limbs[0], limbs[1] = a, b
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def run(queries, items, four, mode, code_words, n_distances, phase, block, start_offsets, cutoffs, kmax,
+        inverse_positions, hi_scale, lo_scale, n_tasks, items_at, relevant_at, ap_limbs, cut):
+    """Run one phase for every query (see the module docstring); outputs are written per query.
+
+    queries / items: uint64 rows (code words, then label words / id / label indices); four:
+    the one-word layout with four queries per pass. start_offsets (SCORES): (n_q, n_distances)
+    packed (items << 32) | relevant ranked before this database at each distance.
+    """
+    numba.literally(four)
+    numba.literally(mode)
+    n_q, n_r = queries.shape[0], items.shape[0]
+    width = 4 if four else 1
+    n_groups = (n_q + width - 1) // width
+    slot_count = n_r if phase == SINGLE else kmax + 1
+    for task in numba.prange(n_tasks):
+        counts = np.empty((width, n_distances), np.uint64)
+        records = np.empty((width, min(block, n_r)), np.uint64)
+        offsets = np.empty((width, n_distances), np.uint64)
+        slots = np.empty((width, slot_count), np.int64)
+        limbs = np.zeros((width, 2), np.int64)
+        unused = np.zeros(2, np.int64)
+        n_relevant = np.zeros(width, np.uint64)
+        for group in range(task * n_groups // n_tasks, (task + 1) * n_groups // n_tasks):
+            first = width * group
+            members = min(width, n_q - first)
+            for g in range(members):
+                limbs[g, 0] = limbs[g, 1] = 0
+                if phase == SCORES:
+                    offsets[g] = start_offsets[first + g]
+                    slots[g] = -1
+            for start in range(0, n_r, block):
+                stop = min(start + block, n_r)
+                if four:
+                    pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode)
+                else:
+                    pass_one(queries, first, items, start, stop, counts, records, n_relevant, code_words, mode)
+                for g in range(members):
+                    i = first + g
+                    if phase == HISTOGRAMS or phase == SINGLE:
+                        block_histogram(counts[g], items_at[i], relevant_at[i])
+                    if phase == SCORES:
+                        block_scores(records[g], n_relevant[g], offsets[g], inverse_positions, hi_scale, lo_scale,
+                                     slots[g], kmax, limbs[g])
+                        advance(offsets[g], counts[g])
+                    elif phase == SINGLE:
+                        offsets[g] = 0
+                        exclusive_prefix(counts[g], offsets[g])
+                        single_scores(records[g], n_relevant[g], offsets[g], inverse_positions, hi_scale, lo_scale,
+                                      slots[g], kmax, cutoffs, cut[i], limbs[g])
+            for g in range(members):
+                i = first + g
+                if phase == SCORES and kmax > 0:
+                    ranked_statistics(slots[g], kmax, cutoffs, inverse_positions, hi_scale, lo_scale, cut[i], unused)
+                if phase != HISTOGRAMS:
+                    ap_limbs[i, 0], ap_limbs[i, 1] = limbs[g, 0], limbs[g, 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def exclusive_prefix(counts, offsets):
+    """offsets[d] = packed (items << 32 | relevant) at distances < d, from one block's counts."""
+    closer = u64(0)
+    for d in range(counts.shape[0]):
+        offsets[d] = closer
+        packed = counts[d] & record_mask
+        closer += ((packed >> count_shift) << half_shift) | (packed & count_mask)
