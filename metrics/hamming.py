@@ -58,13 +58,14 @@ def code_kind(codes: torch.Tensor, name: str = "codes") -> str:
     raise ValueError(f"{name} must contain only ±1 (or only 0/1) values, found e.g. {bad[:5].tolist()}")
 
 
-def packed_codes(codes, name: str = "codes", block_rows: int = PACK_BLOCK_ROWS) -> np.ndarray:
+def packed_codes(codes, name: str = "codes", block_rows: int | None = None) -> np.ndarray:
     """Validate codes (as as_pm1 does) and pack bit b of each row as bit b % 64 of word b // 64:
     uint64 (n, ceil(bits / 64)), 1 where the code is +1. Numpy inputs (memory-mapped too) are
     read in blocks of rows, so no float copy of the whole array is ever made."""
+    block_rows = block_rows or PACK_BLOCK_ROWS
     if isinstance(codes, np.ndarray):
         _check_shape(codes.shape, name)
-        blocks = (torch.from_numpy(np.ascontiguousarray(codes[start: start + block_rows]))
+        blocks = (torch.from_numpy(np.array(codes[start: start + block_rows]))
                   for start in range(0, codes.shape[0], block_rows))
     else:
         codes = _code_tensor(codes, name)
@@ -99,9 +100,15 @@ def hamming_distance(query: torch.Tensor, retrieval: torch.Tensor) -> torch.Tens
 
 
 def _code_tensor(codes, name: str) -> torch.Tensor:
-    codes = torch.as_tensor(codes).detach()  # metrics are not differentiated through
+    codes = torch.as_tensor(writable(codes)).detach()  # metrics are not differentiated through
     _check_shape(codes.shape, name)
     return codes
+
+
+def writable(array):
+    """A read-only numpy array (e.g. memory-mapped) as a copy torch can wrap without a warning;
+    anything else as it is."""
+    return np.array(array) if isinstance(array, np.ndarray) and not array.flags.writeable else array
 
 
 def _check_shape(shape, name: str) -> None:

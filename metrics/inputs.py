@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .hamming import PACK_BLOCK_ROWS, as_pm1, pack_bits, packed_codes
+from .hamming import PACK_BLOCK_ROWS, as_pm1, pack_bits, packed_codes, writable
 
 # Relevance representations of the packed rows (the kernel's modes, see counting_kernels.py).
 MASKS, IDS, SPARSE = 0, 1, 2
@@ -64,7 +64,7 @@ class Problem:
             if self.metric == "hamming":
                 retrieval = as_pm1(self.retrieval_codes, "retrieval_codes").to(self.device)
             else:
-                retrieval = torch.as_tensor(self.retrieval_codes).to(self.device, torch.float32)
+                retrieval = torch.as_tensor(writable(self.retrieval_codes)).to(self.device, torch.float32)
                 retrieval = torch.nn.functional.normalize(retrieval, dim=1)
             labels = labels_tensor(self.retrieval_labels, "retrieval_labels", self.device)
             if self.permutation is not None:
@@ -77,7 +77,7 @@ class Problem:
         """Codes and relevance as uint64 rows for the counting kernel (built once per problem)."""
         if "packed" not in self._cache:
             query_codes = pack_bits((self.query > 0).cpu().numpy())
-            item_codes = packed_codes(self.retrieval_codes, "retrieval_codes")
+            item_codes = packed_codes(self.retrieval_codes, "retrieval_codes", PACK_BLOCK_ROWS)
             mode, query_part, item_part = packed_relevance(self.query_labels, self.retrieval_labels)
             items = np.concatenate([item_codes, item_part], axis=1)
             if self.permutation is not None:
@@ -129,7 +129,7 @@ def prepare(query_codes, retrieval_codes, query_labels, retrieval_labels, metric
 
 def labels_tensor(labels, name: str, device: torch.device) -> torch.Tensor:
     """Validated relevance labels on `device`: float32 multi-hot (2-D) or int64 ids (1-D)."""
-    labels = torch.as_tensor(labels)
+    labels = torch.as_tensor(writable(labels))
     _label_shape(labels, name)
     labels = labels.to(device)
     if labels.ndim == 1:
@@ -179,7 +179,7 @@ def labels_block(labels, start: int, name: str) -> np.ndarray:
     block = labels[start: start + PACK_BLOCK_ROWS]
     if isinstance(block, torch.Tensor):
         return block.cpu().numpy()  # checked by labels_tensor already
-    return labels_tensor(np.ascontiguousarray(block), name, torch.device("cpu")).numpy()
+    return labels_tensor(np.array(block), name, torch.device("cpu")).numpy()
 
 
 def _shape(array, name: str) -> tuple[int, ...]:
