@@ -32,8 +32,10 @@ from .inputs import Packed
 from .partials import CUTOFF_FIELDS, Partials, inverse_positions, limb_scales
 
 # Up to this many items the whole database is one block: one pass per query computes
-# everything (records of every item held; 8 bytes per item and query in flight).
-SINGLE_PASS_ITEMS = 1 << 20
+# everything (records of every item held; 8 bytes per item and query in flight). Beyond it the
+# two phases are faster (1 thread, CPU time per pair, synthetic MIRFlickr-like labels: one
+# pass 2.3 / 2.7 / 4.8 ns at 64K / 256K / 1M items, two phases 3.7 / 3.4 / 3.3 ns).
+SINGLE_PASS_ITEMS = 1 << 19
 # Database block of the two-phase path: records of 4 queries x 32K items stay in L2.
 BLOCK_ITEMS = 1 << 15
 # Below this many query-item pairs one thread does the work (~1 ms at this size).
@@ -55,35 +57,42 @@ def supports(bits: int) -> bool:
 
 def partials(packed: Packed, n_retrieval: int, bits: int, cutoffs: tuple[int, ...], *, stable: bool = True,
              block_size: int | None = None) -> Partials:
-    """Partials of a whole database: one pass when it fits one block, else the two phases."""
+    """Partials of a whole database: one pass when it fits one block, else the two phases.
+    stable=False with no cutoffs: histograms only; with cutoffs: no AP sum (ap_limbs None)."""
     block = _block(block_size, n_retrieval)
-    if not stable:
-        items_at, relevant_at = histograms(packed, bits, block)
+    if not stable and not cutoffs:
+        items_at, relevant_at = histograms(packed, bits, block_size)
         return Partials(n_retrieval, cutoffs, items_at, relevant_at)
     if block >= n_retrieval:
-        out = _launch(packed, bits, _kernels().SINGLE, n_retrieval, cutoffs, block=n_retrieval)
-        return Partials(n_retrieval, cutoffs, out["items_at"], out["relevant_at"], out["ap_limbs"], out["cut"])
+        out = _launch(packed, bits, _kernels().SINGLE, n_retrieval, cutoffs, block=n_retrieval, need_ap=stable)
+        return Partials(n_retrieval, cutoffs, out["items_at"], out["relevant_at"], out["ap_limbs"] if stable else None,
+                        out["cut"])
     items_at, relevant_at = histograms(packed, bits, block)
-    ap_limbs, cut = scores(packed, bits, n_retrieval, cutoffs, *start_offsets(items_at, relevant_at), block_size=block)
+    ap_limbs, cut = scores(packed, bits, n_retrieval, cutoffs, *start_offsets(items_at, relevant_at), block_size=block,
+                           need_ap=stable)
     return Partials(n_retrieval, cutoffs, items_at, relevant_at, ap_limbs, cut)
 
 
 def histograms(packed: Packed, bits: int, block_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per query and distance 0..bits: items and relevant items (int64 (n_q, bits + 1) each)."""
     n = packed.items.shape[0]
-    out = _launch(packed, bits, _kernels().HISTOGRAMS, n, (), block=_block(block_size, n))
+    # No records are kept: blocks only let a batch of query groups share the items in cache.
+    block = min(_block(block_size, n), BLOCK_ITEMS)
+    out = _launch(packed, bits, _kernels().HISTOGRAMS, n, (), block=block)
     return out["items_at"], out["relevant_at"]
 
 
 def scores(packed: Packed, bits: int, n_retrieval: int, cutoffs: tuple[int, ...], items_before: np.ndarray,
-           relevant_before: np.ndarray, block_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+           relevant_before: np.ndarray, block_size: int | None = None,
+           need_ap: bool = True) -> tuple[np.ndarray | None, np.ndarray]:
     """Exact AP limbs and cutoff statistics of the items in `packed`, a part of a database of
     n_retrieval items before whose items, at each distance, items_before[q, d] items and
     relevant_before[q, d] relevant items are ranked (int64 (n_q, bits + 1))."""
     start = (items_before.astype(np.uint64) << np.uint64(32)) | relevant_before.astype(np.uint64)
     n = packed.items.shape[0]
-    out = _launch(packed, bits, _kernels().SCORES, n_retrieval, cutoffs, block=_block(block_size, n), start=start)
-    return out["ap_limbs"], out["cut"]
+    out = _launch(packed, bits, _kernels().SCORES, n_retrieval, cutoffs, block=_block(block_size, n), start=start,
+                  need_ap=need_ap)
+    return out["ap_limbs"] if need_ap else None, out["cut"]
 
 
 def start_offsets(items_at: np.ndarray, relevant_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +109,7 @@ def _block(block_size: int | None, n: int) -> int:
 
 
 def _launch(packed: Packed, bits: int, phase: int, n_retrieval: int, cutoffs: tuple[int, ...], *, block: int,
-            start: np.ndarray | None = None) -> dict[str, np.ndarray]:
+            start: np.ndarray | None = None, need_ap: bool = True) -> dict[str, np.ndarray]:
     kernels = _kernels()
     n_q, k1 = packed.queries.shape[0], bits + 1
     threads = max(1, min(torch.get_num_threads(), kernels.numba.config.NUMBA_NUM_THREADS))
@@ -127,7 +136,7 @@ def _launch(packed: Packed, bits: int, phase: int, n_retrieval: int, cutoffs: tu
             if kernels.numba.get_num_threads() != threads:  # numba's count is per calling thread
                 kernels.numba.set_num_threads(threads)
             _call(kernels, packed.queries, packed.items, packed.four, packed.mode, packed.code_words, k1, phase, block,
-                  start, np.asarray(cutoffs, np.int64), kmax, inverse, hi_scale, lo_scale, n_tasks,
+                  start, np.asarray(cutoffs, np.int64), kmax, need_ap, inverse, hi_scale, lo_scale, n_tasks,
                   out["items_at"], out["relevant_at"], out["ap_limbs"], out["cut"])
         finally:
             # numba's OpenMP layer shares libgomp with torch, and starting its pool (on first

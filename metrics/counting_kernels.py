@@ -41,6 +41,9 @@ HISTOGRAMS, SCORES, SINGLE = 0, 1, 2
 COUNT_BITS = 24
 MAX_BLOCK = (1 << COUNT_BITS) - 1  # items per block: the 24-bit counters of a record
 MAX_DISTANCE = (1 << 15) - 1
+# Query groups that take turns on each database block of the two-phase path, so the block is
+# read from memory once per batch rather than once per group.
+BATCH_GROUPS = 8
 
 u64 = np.uint64
 count_mask, record_mask, low32 = u64((1 << COUNT_BITS) - 1), u64((1 << 48) - 1), u64((1 << 32) - 1)
@@ -76,6 +79,15 @@ def visit(distance, relevant, counts, record, n_relevant):
 
 
 @numba.njit(inline="always")
+def step(distance, relevant, counts, record, n_relevant, keep):
+    """visit() when records are kept (keep is a compile-time constant), else count only."""
+    if keep:
+        return visit(distance, relevant, counts, record, n_relevant)
+    counts[distance] += item_step + relevant
+    return n_relevant
+
+
+@numba.njit(inline="always")
 def one_if(condition):
     return u64(1) if condition else u64(0)
 
@@ -108,9 +120,11 @@ def relevant_row(queries, i, items, j, code_words, mode):
 
 
 @numba.njit(cache=True, nogil=True)
-def pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode):
+def pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode, keep):
     """One pass over items[start:stop] for queries first..first+3 (rows: code word, label
-    word); past the last query the group repeats it (its results are not written)."""
+    word); past the last query the group repeats it (its results are not written). Records of
+    the relevant items are kept when `keep`, else only the counters run (histograms)."""
+    numba.literally(keep)
     last = queries.shape[0] - 1
     i0, i1, i2, i3 = first, min(first + 1, last), min(first + 2, last), min(first + 3, last)
     c0, c1, c2, c3 = queries[i0, 0], queries[i1, 0], queries[i2, 0], queries[i3, 0]
@@ -120,23 +134,24 @@ def pass_four(queries, first, items, start, stop, counts, records, n_relevant, m
     n0 = n1 = n2 = n3 = u64(0)
     for j in range(start, stop):
         code, labels = items[j, 0], items[j, 1]
-        n0 = visit(popcount(c0 ^ code), relevant_word(l0, labels, mode), counts[0], records[0], n0)
-        n1 = visit(popcount(c1 ^ code), relevant_word(l1, labels, mode), counts[1], records[1], n1)
-        n2 = visit(popcount(c2 ^ code), relevant_word(l2, labels, mode), counts[2], records[2], n2)
-        n3 = visit(popcount(c3 ^ code), relevant_word(l3, labels, mode), counts[3], records[3], n3)
+        n0 = step(popcount(c0 ^ code), relevant_word(l0, labels, mode), counts[0], records[0], n0, keep)
+        n1 = step(popcount(c1 ^ code), relevant_word(l1, labels, mode), counts[1], records[1], n1, keep)
+        n2 = step(popcount(c2 ^ code), relevant_word(l2, labels, mode), counts[2], records[2], n2, keep)
+        n3 = step(popcount(c3 ^ code), relevant_word(l3, labels, mode), counts[3], records[3], n3, keep)
     n_relevant[0], n_relevant[1], n_relevant[2], n_relevant[3] = n0, n1, n2, n3
 
 
 @numba.njit(cache=True, nogil=True)
-def pass_one(queries, i, items, start, stop, counts, records, n_relevant, code_words, mode):
+def pass_one(queries, i, items, start, stop, counts, records, n_relevant, code_words, mode, keep):
     """One pass over items[start:stop] for query i, any number of code and label words."""
+    numba.literally(keep)
     reset(counts[0])
     n = u64(0)
     for j in range(start, stop):
         distance = u64(0)
         for w in range(code_words):
             distance += popcount(queries[i, w] ^ items[j, w])
-        n = visit(distance, relevant_row(queries, i, items, j, code_words, mode), counts[0], records[0], n)
+        n = step(distance, relevant_row(queries, i, items, j, code_words, mode), counts[0], records[0], n, keep)
     n_relevant[0] = n
 
 
@@ -176,33 +191,80 @@ def advance(offsets, counts):
 
 
 @numba.njit(cache=True, nogil=True)
-def block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, limbs):
-    """Exact AP limbs of a block's relevant items into limbs[0:2]; the position of each item
-    among the first kmax relevant ones (by global rank) into slots[rank]."""
-    a, b = limbs[0], limbs[1]
-    for t in range(np.int64(n)):
-        position, rank = decode(record[t], offsets)
-        hi, lo = split(rank + 1, position, inverse_positions, hi_scale, lo_scale)
-        a += hi
-        b += lo
-    limbs[0], limbs[1] = a, b
-    if kmax > 0:
+def block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, limbs, need_ap):
+    """Exact AP limbs of a block's relevant items added to limbs[0:2] (if need_ap); the
+    position of each item among the first kmax relevant ones (by global rank) into slots[rank]."""
+    if need_ap:
+        a, b = limbs[0], limbs[1]
         for t in range(np.int64(n)):
             position, rank = decode(record[t], offsets)
-            slots[min(rank, kmax)] = position  # slot kmax collects the ones beyond
+            hi, lo = split(rank + 1, position, inverse_positions, hi_scale, lo_scale)
+            a += hi
+            b += lo
+        limbs[0], limbs[1] = a, b
+    if kmax > 0:
+        # Records at distances whose relevant-before count is already >= kmax cannot qualify:
+        # a cheap test on the record's distance bits skips them (most, in a large database).
+        limit = -1
+        for d in range(offsets.shape[0]):
+            if np.int64(offsets[d] & low32) < kmax:
+                limit = d
+        for t in range(np.int64(n)):
+            if np.int64(record[t] >> distance_shift) <= limit:
+                position, rank = decode(record[t], offsets)
+                if rank < kmax:
+                    slots[rank] = position
 
 
 @numba.njit(cache=True, nogil=True)
-def single_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, cutoffs, cut, limbs):
+def single_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, cutoffs, cut, limbs,
+                  need_ap):
     """The whole database was one block: AP limbs and cutoff statistics of one query."""
-    if kmax == 0:
-        limbs[0] = limbs[1] = 0
-        block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, 0, limbs)
+    limbs[0] = limbs[1] = 0
+    if kmax == 0 or not need_ap:  # the AP sum alone, or the first kmax relevant items alone
+        block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, limbs, need_ap)
+        if kmax > 0:
+            dense_statistics(slots, min(np.int64(n), kmax), cutoffs, inverse_positions, hi_scale, lo_scale, cut,
+                             np.zeros(2, np.int64))
         return
     for t in range(np.int64(n)):  # every relevant item into rank order (a counting sort)
         position, rank = decode(record[t], offsets)
         slots[rank] = position
-    ranked_statistics(slots, np.int64(n), cutoffs, inverse_positions, hi_scale, lo_scale, cut, limbs)
+    dense_statistics(slots, np.int64(n), cutoffs, inverse_positions, hi_scale, lo_scale, cut, limbs)
+
+
+@numba.njit(cache=True, nogil=True)
+def segment_sum(slots, start, stop, inverse_positions, hi_scale, lo_scale, limbs):
+    """limbs += the exact contributions of slots[start:stop] (all held: no holes)."""
+    a, b = limbs[0], limbs[1]
+    for u in range(start, stop):
+        hi, lo = split(u + 1, slots[u], inverse_positions, hi_scale, lo_scale)
+        a += hi
+        b += lo
+    limbs[0], limbs[1] = a, b
+
+
+@numba.njit(cache=True, nogil=True)
+def dense_statistics(slots, n_slots, cutoffs, inverse_positions, hi_scale, lo_scale, cut, limbs):
+    """ranked_statistics when every slot is held (one machine, one block): the boundaries by
+    binary search, then plain segment sums (no branch per item)."""
+    m = cutoffs.shape[0]
+    limbs[0] = limbs[1] = 0
+    done = top = first = 0
+    held = slots[:n_slots]
+    while top < m or first < m:
+        top_end = np.searchsorted(held, cutoffs[top]) if top < m else n_slots + 1
+        first_end = min(cutoffs[first], n_slots) if first < m else n_slots + 1
+        end = min(top_end, first_end)
+        segment_sum(slots, done, end, inverse_positions, hi_scale, lo_scale, limbs)
+        done = end
+        if top_end == end:
+            cut[top, HITS], cut[top, TOPK_HI], cut[top, TOPK_LO] = end, limbs[0], limbs[1]
+            top += 1
+        if first_end == end:
+            cut[first, FIRST_HI], cut[first, FIRST_LO] = limbs[0], limbs[1]
+            first += 1
+    segment_sum(slots, done, n_slots, inverse_positions, hi_scale, lo_scale, limbs)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -235,61 +297,73 @@ def ranked_statistics(slots, n_slots, cutoffs, inverse_positions, hi_scale, lo_s
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def run(queries, items, four, mode, code_words, n_distances, phase, block, start_offsets, cutoffs, kmax,
+def run(queries, items, four, mode, code_words, n_distances, phase, block, start_offsets, cutoffs, kmax, need_ap,
         inverse_positions, hi_scale, lo_scale, n_tasks, items_at, relevant_at, ap_limbs, cut):
     """Run one phase for every query (see the module docstring); outputs are written per query.
 
     queries / items: uint64 rows (code words, then label words / id / label indices); four:
     the one-word layout with four queries per pass. start_offsets (SCORES): (n_q, n_distances)
-    packed (items << 32) | relevant ranked before this database at each distance.
+    packed (items << 32) | relevant ranked before this database at each distance. need_ap:
+    compute the AP limbs (else only the cutoff statistics; the limbs are then not meaningful).
     """
     numba.literally(four)
     numba.literally(mode)
     n_q, n_r = queries.shape[0], items.shape[0]
     width = 4 if four else 1
     n_groups = (n_q + width - 1) // width
-    slot_count = n_r if phase == SINGLE else kmax + 1
+    slot_count = n_r if phase == SINGLE and need_ap and kmax > 0 else kmax + 1
+    keep = phase != HISTOGRAMS
+    # Groups sharing each database block while it is in cache (one block in SINGLE: no gain).
+    batch = 1 if phase == SINGLE else BATCH_GROUPS
     for task in numba.prange(n_tasks):
         counts = np.empty((width, n_distances), np.uint64)
-        records = np.empty((width, min(block, n_r)), np.uint64)
-        offsets = np.empty((width, n_distances), np.uint64)
-        slots = np.empty((width, slot_count), np.int64)
-        limbs = np.zeros((width, 2), np.int64)
-        unused = np.zeros(2, np.int64)
+        records = np.empty((width, min(block, n_r) if keep else 1), np.uint64)
         n_relevant = np.zeros(width, np.uint64)
-        for group in range(task * n_groups // n_tasks, (task + 1) * n_groups // n_tasks):
-            first = width * group
-            members = min(width, n_q - first)
-            for g in range(members):
-                limbs[g, 0] = limbs[g, 1] = 0
+        offsets = np.empty((batch * width, n_distances), np.uint64)
+        slots = np.empty((batch * width, slot_count), np.int64)
+        limbs = np.zeros((batch * width, 2), np.int64)
+        unused = np.zeros(2, np.int64)
+        task_first, task_last = task * n_groups // n_tasks, (task + 1) * n_groups // n_tasks
+        for batch_first in range(task_first, task_last, batch):
+            batch_groups = min(batch, task_last - batch_first)
+            first_query = width * batch_first
+            members = min(width * batch_groups, n_q - first_query)
+            for s in range(members):
+                limbs[s, 0] = limbs[s, 1] = 0
                 if phase == SCORES:
-                    offsets[g] = start_offsets[first + g]
-                    slots[g] = -1
+                    offsets[s] = start_offsets[first_query + s]
+                    slots[s] = -1
             for start in range(0, n_r, block):
                 stop = min(start + block, n_r)
-                if four:
-                    pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode)
-                else:
-                    pass_one(queries, first, items, start, stop, counts, records, n_relevant, code_words, mode)
-                for g in range(members):
-                    i = first + g
-                    if phase == HISTOGRAMS or phase == SINGLE:
-                        block_histogram(counts[g], items_at[i], relevant_at[i])
-                    if phase == SCORES:
-                        block_scores(records[g], n_relevant[g], offsets[g], inverse_positions, hi_scale, lo_scale,
-                                     slots[g], kmax, limbs[g])
-                        advance(offsets[g], counts[g])
-                    elif phase == SINGLE:
-                        offsets[g] = 0
-                        exclusive_prefix(counts[g], offsets[g])
-                        single_scores(records[g], n_relevant[g], offsets[g], inverse_positions, hi_scale, lo_scale,
-                                      slots[g], kmax, cutoffs, cut[i], limbs[g])
-            for g in range(members):
-                i = first + g
+                for group in range(batch_groups):
+                    first = first_query + width * group
+                    if four and keep:
+                        pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode, True)
+                    elif four:
+                        pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode, False)
+                    elif keep:
+                        pass_one(queries, first, items, start, stop, counts, records, n_relevant, code_words, mode, True)
+                    else:
+                        pass_one(queries, first, items, start, stop, counts, records, n_relevant, code_words, mode, False)
+                    for g in range(min(width, n_q - first)):
+                        i, s = first + g, width * group + g
+                        if phase == HISTOGRAMS or phase == SINGLE:
+                            block_histogram(counts[g], items_at[i], relevant_at[i])
+                        if phase == SCORES:
+                            block_scores(records[g], n_relevant[g], offsets[s], inverse_positions, hi_scale, lo_scale,
+                                         slots[s], kmax, limbs[s], need_ap)
+                            advance(offsets[s], counts[g])
+                        elif phase == SINGLE:
+                            offsets[s] = 0
+                            exclusive_prefix(counts[g], offsets[s])
+                            single_scores(records[g], n_relevant[g], offsets[s], inverse_positions, hi_scale, lo_scale,
+                                          slots[s], kmax, cutoffs, cut[i], limbs[s], need_ap)
+            for s in range(members):
+                i = first_query + s
                 if phase == SCORES and kmax > 0:
-                    ranked_statistics(slots[g], kmax, cutoffs, inverse_positions, hi_scale, lo_scale, cut[i], unused)
+                    ranked_statistics(slots[s], kmax, cutoffs, inverse_positions, hi_scale, lo_scale, cut[i], unused)
                 if phase != HISTOGRAMS:
-                    ap_limbs[i, 0], ap_limbs[i, 1] = limbs[g, 0], limbs[g, 1]
+                    ap_limbs[i, 0], ap_limbs[i, 1] = limbs[s, 0], limbs[s, 1]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -70,17 +70,20 @@ def tie_aware_ap(p: Partials) -> np.ndarray:
     Per tie group d with n items, p relevant, N items and P relevant ranked before it:
     sum_{t=1..n} (P + 1 + (t-1) c) / (N + t) with c = (p-1)/(n-1) (0 if n = 1)
     = c n + (P + 1 - c (N + 1)) (H[N + n] - H[N]); the group adds (p/n) times that, over R.
+    Only groups with a relevant item contribute, so only those are computed.
     """
     items_at, relevant_at = p.items_at, p.relevant_at
-    n = items_at.astype(np.float64)
-    rel = relevant_at.astype(np.float64)
     before_n = np.cumsum(items_at, 1) - items_at
-    before_p = (np.cumsum(relevant_at, 1) - relevant_at).astype(np.float64)
+    before_p = np.cumsum(relevant_at, 1) - relevant_at
+    query, group = np.nonzero(relevant_at)
+    n, rel = items_at[query, group].astype(np.float64), relevant_at[query, group].astype(np.float64)
+    closer, closer_relevant = before_n[query, group], before_p[query, group].astype(np.float64)
     c = np.where(n > 1, (rel - 1) / np.maximum(n - 1, 1), 0.0)
-    harmonic = harmonic_difference(before_n, before_n + items_at)
-    group_sum = c * n + (before_p + 1 - c * (before_n.astype(np.float64) + 1)) * harmonic
-    per_group = np.where(rel > 0, rel / np.maximum(n, 1) * group_sum, 0.0)
-    return per_group.sum(1) / np.maximum(rel.sum(1), 1)
+    harmonic = harmonic_difference(closer, closer + items_at[query, group])
+    group_sum = rel / n * (c * n + (closer_relevant + 1 - c * (closer.astype(np.float64) + 1)) * harmonic)
+    per_group = np.zeros(items_at.shape)
+    per_group[query, group] = group_sum
+    return per_group.sum(1) / np.maximum(relevant_at.sum(1), 1)
 
 
 _DIRECT = 64  # below this, harmonic differences come from a table of exactly rounded sums
@@ -114,10 +117,13 @@ def harmonic_difference(low: np.ndarray, high: np.ndarray) -> np.ndarray:
     a = middle[large].astype(np.float64) + 1  # digamma(x + 1) - digamma(a) for x in (a-1, b-1]
     b = np.maximum(high[large], middle[large]).astype(np.float64) + 1
     gap = b - a
-    series = (np.log1p(gap / a) + gap / (2 * a * b)  # ln x - 1/(2x)
-              + gap * (a + b) / (12 * a * a * b * b)  # - 1/(12 x^2)
-              - gap * (a + b) * (a * a + b * b) / (120 * a**4 * b**4)  # + 1/(120 x^4)
-              + gap * (a + b) * (a**4 + a * a * b * b + b**4) / (252 * a**6 * b**6))  # - 1/(252 x^6)
+    inverse = 1.0 / (a * b)
+    squared = inverse * inverse
+    a2, b2 = a * a, b * b
+    series = (np.log1p(gap / a) + 0.5 * gap * inverse  # ln x - 1/(2x)
+              + gap * (a + b) * squared / 12  # - 1/(12 x^2)
+              - gap * (a + b) * (a2 + b2) * (squared * squared) / 120  # + 1/(120 x^4)
+              + gap * (a + b) * (a2 * a2 + a2 * b2 + b2 * b2) * (squared * squared * squared) / 252)  # - 1/(252 x^6)
     out[large] = out[large] + series
     return out
 
@@ -190,13 +196,13 @@ def compute(problem: Problem, cutoffs: Sequence[int] = (), *, stable: bool = Tru
     if start is not None:
         if kernel:
             ap_limbs, cut = counting.scores(problem.packed(), problem.bits, n_total, cutoffs, *start,
-                                            block_size=block_size)
+                                            block_size=block_size, need_ap=stable)
         else:
             part = sorting.partials(problem, cutoffs, stable=True, chunk_size=chunk_size, start=start, n_total=n_total)
             ap_limbs, cut = part.ap_limbs, part.cut
         return Partials(n_total, cutoffs, ap_limbs=ap_limbs, cut=cut)
     if kernel:
-        return counting.partials(problem.packed(), problem.n_retrieval, problem.bits, cutoffs, stable=scoring,
+        return counting.partials(problem.packed(), problem.n_retrieval, problem.bits, cutoffs, stable=stable,
                                  block_size=block_size)
     return sorting.partials(problem, cutoffs, stable=scoring, chunk_size=chunk_size)
 

@@ -73,12 +73,18 @@ def packed_codes(codes, name: str = "codes", block_rows: int | None = None) -> n
     words, kinds = [], set()
     for block in blocks:
         kinds.add(code_kind(block, name))
-        block = block.cpu()
-        numpy_ok = block.dtype in _NUMPY_DTYPES or block.dtype in (torch.bool, torch.uint8)
-        words.append(pack_bits(block.numpy() > 0 if numpy_ok else (block.to(torch.float32) > 0).numpy()))
+        words.append(pack_bits(positive(block)))
     if {"±1", "0/1"} <= kinds:  # -1 in one block, 0 in another: the sign(0) mix after all
         raise ValueError(_sign_zero_message(name))
     return words[0] if len(words) == 1 else np.concatenate(words)
+
+
+def positive(codes: torch.Tensor) -> np.ndarray:
+    """codes > 0 as a numpy bool array (numpy's comparison is several times faster than torch's)."""
+    codes = codes.detach().cpu()
+    if codes.dtype in _NUMPY_DTYPES or codes.dtype in (torch.bool, torch.uint8):
+        return codes.numpy() > 0
+    return (codes.to(torch.float32) > 0).numpy()
 
 
 def pack_bits(present: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .hamming import PACK_BLOCK_ROWS, as_pm1, pack_bits, packed_codes, writable
+from .hamming import PACK_BLOCK_ROWS, as_pm1, code_kind, pack_bits, packed_codes, positive, writable
 
 # Relevance representations of the packed rows (the kernel's modes, see counting_kernels.py).
 MASKS, IDS, SPARSE = 0, 1, 2
@@ -77,7 +77,10 @@ class Problem:
         """Codes and relevance as uint64 rows for the counting kernel (built once per problem)."""
         if "packed" not in self._cache:
             query_codes = pack_bits((self.query > 0).cpu().numpy())
-            item_codes = packed_codes(self.retrieval_codes, "retrieval_codes", PACK_BLOCK_ROWS)
+            if isinstance(self.retrieval_codes, torch.Tensor):  # checked by prepare already
+                item_codes = pack_bits(positive(self.retrieval_codes))
+            else:
+                item_codes = packed_codes(self.retrieval_codes, "retrieval_codes", PACK_BLOCK_ROWS)
             mode, query_part, item_part = packed_relevance(self.query_labels, self.retrieval_labels)
             items = np.concatenate([item_codes, item_part], axis=1)
             if self.permutation is not None:
@@ -95,9 +98,12 @@ def prepare(query_codes, retrieval_codes, query_labels, retrieval_labels, metric
     if metric == "hamming":
         query = as_pm1(query_codes, "query_codes")
         if not isinstance(retrieval_codes, np.ndarray):
-            # Tensors are checked at once (they live in memory anyway), numpy arrays when read.
-            retrieval_codes = as_pm1(retrieval_codes, "retrieval_codes").to(query.device)
-        shape = _shape(retrieval_codes, "retrieval_codes")
+            # Tensors are checked at once (they live in memory anyway), numpy arrays when read;
+            # either is converted only to what the backend that runs needs.
+            retrieval_codes = torch.as_tensor(retrieval_codes).detach()
+            _shape(retrieval_codes, "retrieval_codes", "bits")
+            code_kind(retrieval_codes, "retrieval_codes")
+        shape = _shape(retrieval_codes, "retrieval_codes", "bits")
         if query.shape[1] != shape[1]:
             raise ValueError(f"query_codes have {query.shape[1]} bits but retrieval_codes have {shape[1]}; they must match")
     else:
@@ -182,10 +188,10 @@ def labels_block(labels, start: int, name: str) -> np.ndarray:
     return labels_tensor(np.array(block), name, torch.device("cpu")).numpy()
 
 
-def _shape(array, name: str) -> tuple[int, ...]:
+def _shape(array, name: str, columns: str = "dims") -> tuple[int, ...]:
     shape = tuple(array.shape)
     if len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D (items x dims) array, got shape {shape}")
+        raise ValueError(f"{name} must be a non-empty 2-D (items x {columns}) array, got shape {shape}")
     return shape
 
 
