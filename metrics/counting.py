@@ -88,7 +88,8 @@ def scores(packed: Packed, bits: int, n_retrieval: int, cutoffs: tuple[int, ...]
     """Exact AP limbs and cutoff statistics of the items in `packed`, a part of a database of
     n_retrieval items before whose items, at each distance, items_before[q, d] items and
     relevant_before[q, d] relevant items are ranked (int64 (n_q, bits + 1))."""
-    start = (items_before.astype(np.uint64) << np.uint64(32)) | relevant_before.astype(np.uint64)
+    distances = np.arange(bits + 1, dtype=np.uint64) << np.uint64(48)
+    start = distances | (items_before.astype(np.uint64) << np.uint64(24)) | relevant_before.astype(np.uint64)
     n = packed.items.shape[0]
     out = _launch(packed, bits, _kernels().SCORES, n_retrieval, cutoffs, block=_block(block_size, n), start=start,
                   need_ap=need_ap)

@@ -120,17 +120,19 @@ def relevant_row(queries, i, items, j, code_words, mode):
 
 
 @numba.njit(cache=True, nogil=True)
-def pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode, keep):
+def pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode, keep, fresh):
     """One pass over items[start:stop] for queries first..first+3 (rows: code word, label
     word); past the last query the group repeats it (its results are not written). Records of
-    the relevant items are kept when `keep`, else only the counters run (histograms)."""
+    the relevant items are kept when `keep`, else only the counters run (histograms); the
+    counters start from zero when `fresh`, else continue from where they are."""
     numba.literally(keep)
     last = queries.shape[0] - 1
     i0, i1, i2, i3 = first, min(first + 1, last), min(first + 2, last), min(first + 3, last)
     c0, c1, c2, c3 = queries[i0, 0], queries[i1, 0], queries[i2, 0], queries[i3, 0]
     l0, l1, l2, l3 = queries[i0, 1], queries[i1, 1], queries[i2, 1], queries[i3, 1]
-    for q in range(4):
-        reset(counts[q])
+    if fresh:
+        for q in range(4):
+            reset(counts[q])
     n0 = n1 = n2 = n3 = u64(0)
     for j in range(start, stop):
         code, labels = items[j, 0], items[j, 1]
@@ -142,10 +144,11 @@ def pass_four(queries, first, items, start, stop, counts, records, n_relevant, m
 
 
 @numba.njit(cache=True, nogil=True)
-def pass_one(queries, i, items, start, stop, counts, records, n_relevant, code_words, mode, keep):
+def pass_one(queries, i, items, start, stop, counts, records, n_relevant, code_words, mode, keep, fresh):
     """One pass over items[start:stop] for query i, any number of code and label words."""
     numba.literally(keep)
-    reset(counts[0])
+    if fresh:
+        reset(counts[0])
     n = u64(0)
     for j in range(start, stop):
         distance = u64(0)
@@ -167,7 +170,10 @@ def split(hits, position, inverse_positions, hi_scale, lo_scale):
 
 @numba.njit(inline="always")
 def decode(record, offsets):
-    """(0-based position, hits - 1) of a record's item, from the offsets of its block."""
+    """(0-based position, hits - 1) of a record's item, from the offsets of its block; with
+    offsets None the counters started from the global counts, so the record holds them."""
+    if offsets is None:
+        return np.int64((record >> count_shift) & count_mask), np.int64(record & count_mask)
     widened = ((record & (count_mask << count_shift)) << u64(8)) | (record & count_mask)
     counted = offsets[record >> distance_shift] + widened
     return np.int64(counted >> half_shift), np.int64(counted & low32)
@@ -183,17 +189,11 @@ def block_histogram(counts, items_at, relevant_at):
 
 
 @numba.njit(cache=True, nogil=True)
-def advance(offsets, counts):
-    """offsets += a block's per-distance counts (packed items << 32 | relevant)."""
-    for d in range(counts.shape[0]):
-        packed = counts[d] & record_mask
-        offsets[d] += ((packed >> count_shift) << half_shift) | (packed & count_mask)
-
-
-@numba.njit(cache=True, nogil=True)
-def block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, limbs, need_ap):
+def block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, limbs, need_ap, limit):
     """Exact AP limbs of a block's relevant items added to limbs[0:2] (if need_ap); the
-    position of each item among the first kmax relevant ones (by global rank) into slots[rank]."""
+    position of each item among the first kmax relevant ones (by global rank) into slots[rank].
+    Records at distances above `limit` (whose relevant-before count is already >= kmax, see
+    distance_limit) cannot qualify: a cheap test on their distance bits skips them."""
     if need_ap:
         a, b = limbs[0], limbs[1]
         for t in range(np.int64(n)):
@@ -203,17 +203,21 @@ def block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slot
             b += lo
         limbs[0], limbs[1] = a, b
     if kmax > 0:
-        # Records at distances whose relevant-before count is already >= kmax cannot qualify:
-        # a cheap test on the record's distance bits skips them (most, in a large database).
-        limit = -1
-        for d in range(offsets.shape[0]):
-            if np.int64(offsets[d] & low32) < kmax:
-                limit = d
         for t in range(np.int64(n)):
             if np.int64(record[t] >> distance_shift) <= limit:
                 position, rank = decode(record[t], offsets)
                 if rank < kmax:
                     slots[rank] = position
+
+
+@numba.njit(inline="always")
+def distance_limit(counts, mask, kmax):
+    """The largest distance d whose relevant-before count (counts[d] & mask) is below kmax."""
+    limit = -1
+    for d in range(counts.shape[0]):
+        if np.int64(counts[d] & mask) < kmax:
+            limit = d
+    return limit
 
 
 @numba.njit(cache=True, nogil=True)
@@ -222,7 +226,8 @@ def single_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slo
     """The whole database was one block: AP limbs and cutoff statistics of one query."""
     limbs[0] = limbs[1] = 0
     if kmax == 0 or not need_ap:  # the AP sum alone, or the first kmax relevant items alone
-        block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, limbs, need_ap)
+        block_scores(record, n, offsets, inverse_positions, hi_scale, lo_scale, slots, kmax, limbs, need_ap,
+                     distance_limit(offsets, low32, kmax))
         if kmax > 0:
             dense_statistics(slots, min(np.int64(n), kmax), cutoffs, inverse_positions, hi_scale, lo_scale, cut,
                              np.zeros(2, np.int64))
@@ -303,7 +308,8 @@ def run(queries, items, four, mode, code_words, n_distances, phase, block, start
 
     queries / items: uint64 rows (code words, then label words / id / label indices); four:
     the one-word layout with four queries per pass. start_offsets (SCORES): (n_q, n_distances)
-    packed (items << 32) | relevant ranked before this database at each distance. need_ap:
+    counters (d << 48) | (items << 24) | relevant ranked before this database at distance d,
+    so the counters continue from them and every record holds its global counts. need_ap:
     compute the AP limbs (else only the cutoff statistics; the limbs are then not meaningful).
     """
     numba.literally(four)
@@ -316,13 +322,14 @@ def run(queries, items, four, mode, code_words, n_distances, phase, block, start
     # Groups sharing each database block while it is in cache (one block in SINGLE: no gain).
     batch = 1 if phase == SINGLE else BATCH_GROUPS
     for task in numba.prange(n_tasks):
-        counts = np.empty((width, n_distances), np.uint64)
+        counts = np.empty((batch * width, n_distances), np.uint64)
         records = np.empty((width, min(block, n_r) if keep else 1), np.uint64)
         n_relevant = np.zeros(width, np.uint64)
-        offsets = np.empty((batch * width, n_distances), np.uint64)
+        offsets = np.empty((1, n_distances), np.uint64)
         slots = np.empty((batch * width, slot_count), np.int64)
         limbs = np.zeros((batch * width, 2), np.int64)
         unused = np.zeros(2, np.int64)
+        limits = np.full(width, -1, np.int64)
         task_first, task_last = task * n_groups // n_tasks, (task + 1) * n_groups // n_tasks
         for batch_first in range(task_first, task_last, batch):
             batch_groups = min(batch, task_last - batch_first)
@@ -331,32 +338,39 @@ def run(queries, items, four, mode, code_words, n_distances, phase, block, start
             for s in range(members):
                 limbs[s, 0] = limbs[s, 1] = 0
                 if phase == SCORES:
-                    offsets[s] = start_offsets[first_query + s]
+                    # Counters start from what is ranked before this database: records are global.
+                    counts[s] = start_offsets[first_query + s]
                     slots[s] = -1
             for start in range(0, n_r, block):
                 stop = min(start + block, n_r)
                 for group in range(batch_groups):
                     first = first_query + width * group
+                    group_counts = counts[width * group: width * group + width]
+                    fresh = phase != SCORES
+                    if phase == SCORES and kmax > 0:
+                        for g in range(min(width, n_q - first)):
+                            limits[g] = distance_limit(group_counts[g], count_mask, kmax)
                     if four and keep:
-                        pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode, True)
+                        pass_four(queries, first, items, start, stop, group_counts, records, n_relevant, mode, True, fresh)
                     elif four:
-                        pass_four(queries, first, items, start, stop, counts, records, n_relevant, mode, False)
+                        pass_four(queries, first, items, start, stop, group_counts, records, n_relevant, mode, False, fresh)
                     elif keep:
-                        pass_one(queries, first, items, start, stop, counts, records, n_relevant, code_words, mode, True)
+                        pass_one(queries, first, items, start, stop, group_counts, records, n_relevant, code_words, mode,
+                                 True, fresh)
                     else:
-                        pass_one(queries, first, items, start, stop, counts, records, n_relevant, code_words, mode, False)
+                        pass_one(queries, first, items, start, stop, group_counts, records, n_relevant, code_words, mode,
+                                 False, fresh)
                     for g in range(min(width, n_q - first)):
                         i, s = first + g, width * group + g
                         if phase == HISTOGRAMS or phase == SINGLE:
-                            block_histogram(counts[g], items_at[i], relevant_at[i])
+                            block_histogram(group_counts[g], items_at[i], relevant_at[i])
                         if phase == SCORES:
-                            block_scores(records[g], n_relevant[g], offsets[s], inverse_positions, hi_scale, lo_scale,
-                                         slots[s], kmax, limbs[s], need_ap)
-                            advance(offsets[s], counts[g])
+                            block_scores(records[g], n_relevant[g], None, inverse_positions, hi_scale, lo_scale,
+                                         slots[s], kmax, limbs[s], need_ap, limits[g])
                         elif phase == SINGLE:
-                            offsets[s] = 0
-                            exclusive_prefix(counts[g], offsets[s])
-                            single_scores(records[g], n_relevant[g], offsets[s], inverse_positions, hi_scale, lo_scale,
+                            offsets[0] = 0
+                            exclusive_prefix(group_counts[g], offsets[0])
+                            single_scores(records[g], n_relevant[g], offsets[0], inverse_positions, hi_scale, lo_scale,
                                           slots[s], kmax, cutoffs, cut[i], limbs[s], need_ap)
             for s in range(members):
                 i = first_query + s

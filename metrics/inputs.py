@@ -162,22 +162,24 @@ def packed_relevance(query_labels: torch.Tensor, retrieval_labels) -> tuple[int,
         ids = np.concatenate([labels_block(retrieval_labels, s, "retrieval_labels").astype(np.int64)
                               for s in range(0, _label_shape(retrieval_labels, "")[0], PACK_BLOCK_ROWS)])
         return IDS, query_labels.cpu().numpy().view(np.uint64)[:, None], ids.view(np.uint64)[:, None]
-    n_labels = query_labels.shape[1]
+    n_labels, n_items = query_labels.shape[1], _label_shape(retrieval_labels, "")[0]
     query_present = (query_labels > 0).cpu().numpy()
-    blocks = [labels_block(retrieval_labels, s, "retrieval_labels") > 0
-              for s in range(0, _label_shape(retrieval_labels, "")[0], PACK_BLOCK_ROWS)]
+    starts = range(0, n_items, PACK_BLOCK_ROWS)
     words = -(-n_labels // 64)
-    per_item = max(int(block.sum(1).max(initial=0)) for block in blocks) if words > 1 else 0
-    if words > 1 and 2 * max(per_item, 1) < words:
-        # Item label lists padded with label n_labels, whose query bit is never set.
-        lists = []
-        for block in blocks:
-            order = np.argsort(~block, axis=1, kind="stable")[:, :max(per_item, 1)]
-            lists.append(np.where(np.take_along_axis(block, order, 1), order, n_labels))
-        padded = np.zeros((query_present.shape[0], n_labels + 1), dtype=bool)
-        padded[:, :n_labels] = query_present
-        return SPARSE, pack_bits(padded), np.concatenate(lists).astype(np.uint64)
-    return MASKS, pack_bits(query_present), np.concatenate([pack_bits(block) for block in blocks])
+    if words > 1:
+        per_item = max(int((labels_block(retrieval_labels, s, "retrieval_labels") > 0).sum(1).max(initial=0)) for s in starts)
+        if 2 * max(per_item, 1) < words:
+            # Item label lists padded with label n_labels, whose query bit is never set.
+            lists = []
+            for s in starts:
+                block = labels_block(retrieval_labels, s, "retrieval_labels") > 0
+                order = np.argsort(~block, axis=1, kind="stable")[:, :max(per_item, 1)]
+                lists.append(np.where(np.take_along_axis(block, order, 1), order, n_labels))
+            padded = np.zeros((query_present.shape[0], n_labels + 1), dtype=bool)
+            padded[:, :n_labels] = query_present
+            return SPARSE, pack_bits(padded), np.concatenate(lists).astype(np.uint64)
+    items = np.concatenate([pack_bits(labels_block(retrieval_labels, s, "retrieval_labels") > 0) for s in starts])
+    return MASKS, pack_bits(query_present), items
 
 
 def labels_block(labels, start: int, name: str) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 HITS, TOPK_HI, TOPK_LO, FIRST_HI, FIRST_LO = range(5)
 CUTOFF_FIELDS = 5
 # Exact sums need 52 + log2(n) bits of fraction plus log2(n) of carry in each of two int64 limbs.
-MAX_EXACT_ITEMS = 1 << 24
+MAX_EXACT_ITEMS = (1 << 24) - 1  # also what the kernel's 24-bit counters hold
 
 
 @dataclass

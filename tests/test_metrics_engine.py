@@ -213,7 +213,7 @@ def test_limbs_hold_each_contribution_exactly_and_their_sums_never_overflow(n):
         assert Fraction(float(value)) == (Fraction(int(h)) + Fraction(int(low)) / Fraction(lo_scale)) / Fraction(hi_scale)
     # Worst case: n contributions of 1 in hi, n of the largest lo.
     assert n * hi_scale < 2**63 and n * lo_scale < 2**63 and float(n) * hi_scale * lo_scale <= 2.0 ** (52 + 2 * math.ceil(math.log2(max(n, 2))))
-    with pytest.raises(ValueError, match="exact sums cover databases of up to 16777216 items"):
+    with pytest.raises(ValueError, match="exact sums cover databases of up to 16777215 items"):
         partials.limb_scales(partials.MAX_EXACT_ITEMS + 1)
 
 
