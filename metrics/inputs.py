@@ -118,7 +118,7 @@ def prepare(query_codes, retrieval_codes, query_labels, retrieval_labels, metric
     ql = labels_tensor(query_labels, "query_labels", query.device)
     _check_label_rows(ql.shape, "query_labels", query.shape[0], "query_codes")
     if not isinstance(retrieval_labels, np.ndarray):
-        retrieval_labels = labels_tensor(retrieval_labels, "retrieval_labels", query.device)
+        retrieval_labels = checked_labels(retrieval_labels, "retrieval_labels")  # converted when used
     rl_shape = _label_shape(retrieval_labels, "retrieval_labels")
     _check_label_rows(rl_shape, "retrieval_labels", n_retrieval, "retrieval_codes")
     if ql.ndim != len(rl_shape):
@@ -135,16 +135,22 @@ def prepare(query_codes, retrieval_codes, query_labels, retrieval_labels, metric
 
 def labels_tensor(labels, name: str, device: torch.device) -> torch.Tensor:
     """Validated relevance labels on `device`: float32 multi-hot (2-D) or int64 ids (1-D)."""
+    labels = checked_labels(labels, name).to(device)
+    return labels.to(torch.int64) if labels.ndim == 1 else labels.to(torch.float32)
+
+
+def checked_labels(labels, name: str) -> torch.Tensor:
+    """Relevance labels as a tensor of their own dtype, checked: integer-valued ids (1-D), or
+    non-negative finite multi-hot entries (2-D; bool and unsigned rows need no pass)."""
     labels = torch.as_tensor(writable(labels))
     _label_shape(labels, name)
-    labels = labels.to(device)
     if labels.ndim == 1:
-        if labels.is_floating_point():
-            if not bool((labels == labels.round()).all()):
-                raise ValueError(f"{name} is 1-D, so it must hold integer class or instance ids")
-        return labels.to(torch.int64)
-    labels = labels.to(torch.float32)
-    low, high = torch.aminmax(labels)  # one pass; NaN makes both NaN, so the check fails
+        if labels.is_floating_point() and not bool((labels == labels.round()).all()):
+            raise ValueError(f"{name} is 1-D, so it must hold integer class or instance ids")
+        return labels
+    if labels.dtype in (torch.bool, torch.uint8, torch.uint16, torch.uint32, torch.uint64):
+        return labels
+    low, high = torch.aminmax(labels if labels.dtype.is_floating_point else labels.to(torch.int64))  # NaN: both NaN
     if not (float(low) >= 0 and float(high) < float("inf")):
         raise ValueError(f"{name} must be non-negative multi-hot (0/1) labels, found negative or non-finite entries")
     return labels
@@ -159,7 +165,7 @@ def packed_relevance(query_labels: torch.Tensor, retrieval_labels) -> tuple[int,
     is a bitset over all labels (SPARSE): a few lookups per pair instead of one AND per word.
     """
     if query_labels.ndim == 1:
-        ids = np.concatenate([labels_block(retrieval_labels, s, "retrieval_labels").astype(np.int64)
+        ids = np.concatenate([labels_block(retrieval_labels, s, "retrieval_labels")
                               for s in range(0, _label_shape(retrieval_labels, "")[0], PACK_BLOCK_ROWS)])
         return IDS, query_labels.cpu().numpy().view(np.uint64)[:, None], ids.view(np.uint64)[:, None]
     n_labels, n_items = query_labels.shape[1], _label_shape(retrieval_labels, "")[0]
@@ -167,27 +173,33 @@ def packed_relevance(query_labels: torch.Tensor, retrieval_labels) -> tuple[int,
     starts = range(0, n_items, PACK_BLOCK_ROWS)
     words = -(-n_labels // 64)
     if words > 1:
-        per_item = max(int((labels_block(retrieval_labels, s, "retrieval_labels") > 0).sum(1).max(initial=0)) for s in starts)
+        per_item = max(int(labels_block(retrieval_labels, s, "retrieval_labels").sum(1).max(initial=0)) for s in starts)
         if 2 * max(per_item, 1) < words:
             # Item label lists padded with label n_labels, whose query bit is never set.
             lists = []
             for s in starts:
-                block = labels_block(retrieval_labels, s, "retrieval_labels") > 0
-                order = np.argsort(~block, axis=1, kind="stable")[:, :max(per_item, 1)]
-                lists.append(np.where(np.take_along_axis(block, order, 1), order, n_labels))
+                rows, columns = np.nonzero(labels_block(retrieval_labels, s, "retrieval_labels"))
+                block = np.full((min(PACK_BLOCK_ROWS, n_items - s), max(per_item, 1)), n_labels, dtype=np.int64)
+                first_of_row = np.searchsorted(rows, rows)  # rows come sorted: each entry's row start
+                block[rows, np.arange(len(rows)) - first_of_row] = columns
+                lists.append(block)
             padded = np.zeros((query_present.shape[0], n_labels + 1), dtype=bool)
             padded[:, :n_labels] = query_present
             return SPARSE, pack_bits(padded), np.concatenate(lists).astype(np.uint64)
-    items = np.concatenate([pack_bits(labels_block(retrieval_labels, s, "retrieval_labels") > 0) for s in starts])
+    items = np.concatenate([pack_bits(labels_block(retrieval_labels, s, "retrieval_labels")) for s in starts])
     return MASKS, pack_bits(query_present), items
 
 
 def labels_block(labels, start: int, name: str) -> np.ndarray:
-    """Rows start..start + PACK_BLOCK_ROWS of retrieval labels as numpy, values checked."""
+    """Rows start..start + PACK_BLOCK_ROWS of retrieval labels as numpy: int64 ids (1-D), or
+    whether each label is present (2-D, bool); values checked."""
     block = labels[start: start + PACK_BLOCK_ROWS]
-    if isinstance(block, torch.Tensor):
-        return block.cpu().numpy()  # checked by labels_tensor already
-    return labels_tensor(np.array(block), name, torch.device("cpu")).numpy()
+    if not isinstance(block, torch.Tensor):
+        block = checked_labels(np.array(block), name)  # tensors were checked by prepare already
+    block = block.cpu()
+    if block.ndim == 1:
+        return block.to(torch.int64).numpy()
+    return positive(block)
 
 
 def _shape(array, name: str, columns: str = "dims") -> tuple[int, ...]:

@@ -33,6 +33,7 @@ _TARGET_CHUNK_ELEMENTS_ACCELERATOR = 1 << 24
 # (NUS-WIDE: 99 MB of codes) makes the matmul memory-bound, so chunks never go below it.
 _MIN_CHUNK_ROWS = 32
 _BITS_PER_WORD = 31  # int32 label words; bit 31 left alone so packing never overflows
+_WIDE_LABELS = 8 * _BITS_PER_WORD  # beyond this many label columns, relevance by a matmul
 
 
 def chunk_size(problem: Problem, chunk_size: int | None) -> int:
@@ -56,7 +57,7 @@ class Chunks:
         self.retrieval, self.retrieval_labels = problem.dense()
         self.n = problem.n_retrieval
         self._buffers: dict[str, torch.Tensor] = {}
-        self._label_words: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._label_words: tuple[torch.Tensor, torch.Tensor] | None = None  # bit masks, or 0/1 floats if wide
 
     def iterate(self, chunk: int | None):
         """Yield (query rows, their int32 0/1 relevance to every item), chunk by chunk."""
@@ -85,6 +86,13 @@ class Chunks:
         query_labels = self.problem.query_labels
         if query_labels.ndim == 1:
             return relevant.copy_(query_labels[rows, None] == self.retrieval_labels[None, :])
+        if query_labels.shape[1] > _WIDE_LABELS:
+            # Wide (instance) labels: one matmul of 0/1 rows (counts below 2^24 are exact in
+            # float32) instead of an AND per label word.
+            if self._label_words is None:
+                self._label_words = tuple((x > 0).to(torch.float32) for x in (query_labels, self.retrieval_labels))
+            query_present, retrieval_present = self._label_words
+            return relevant.copy_(query_present[rows] @ retrieval_present.t() > 0)
         if self._label_words is None:
             self._label_words = label_words(query_labels), label_words(self.retrieval_labels)
         query_words, retrieval_words = self._label_words
