@@ -40,6 +40,7 @@ SINGLE_PASS_ITEMS = 1 << 19
 BLOCK_ITEMS = 1 << 15
 # Below this many query-item pairs one thread does the work (~1 ms at this size).
 SMALL_PAIRS = 1 << 18
+TASKS_PER_THREAD = 2  # queries cost alike; 8 or 32 tasks, dynamically scheduled, were no faster
 # One launch at a time: numba's "workqueue" layer (used where neither OpenMP nor TBB is found)
 # must not be entered by two threads at once, and the thread-count handling below is global.
 _LAUNCH = threading.Lock()
@@ -117,7 +118,7 @@ def _launch(packed: Packed, bits: int, phase: int, n_retrieval: int, cutoffs: tu
     if n_q * packed.items.shape[0] < SMALL_PAIRS:
         threads = 1  # waking a second thread costs more than it saves (a time slice when loaded)
     width = 4 if packed.four else 1
-    n_tasks = max(1, min(-(-n_q // width), 2 * threads))  # two tasks per thread: queries cost alike
+    n_tasks = max(1, min(-(-n_q // width), TASKS_PER_THREAD * threads))
     with_histograms = phase != kernels.SCORES
     out = {"items_at": np.zeros((n_q if with_histograms else 1, k1), np.int64),
            "relevant_at": np.zeros((n_q if with_histograms else 1, k1), np.int64),
