@@ -497,8 +497,7 @@ def markdown(results: dict) -> str:
                     value = part.get(key + suffix)
                     if value is not None:
                         lines.append(f"- {text}, {label}: **{value:.2f}**")
-            rows = [(text, part.get(key), part.get(key.replace("_s", "_s_all_threads", 1) if key.endswith("_s") else key))
-                    for key, text in PER_METRIC if key in part]
+            rows = [(text, part[key], part.get(key + "_all_threads")) for key, text in PER_METRIC if key in part]
             if rows:
                 lines += ["", "| metric | 1 thread | all threads |", "|---|---:|---:|"]
                 lines += [f"| {text} | {one * 1e3:.1f} ms | " + (f"{all_ * 1e3:.1f} ms |" if all_ is not None else "|")

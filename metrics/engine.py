@@ -175,12 +175,12 @@ def use_kernel(problem: Problem, backend: str) -> bool:
     return not reasons
 
 
-def compute(problem: Problem, cutoffs: Sequence[int] = (), *, stable: bool = True, histograms: bool = True,
-            backend: str = "auto", chunk_size: int | None = None, block_size: int | None = None,
+def compute(problem: Problem, cutoffs: Sequence[int] = (), *, stable: bool = True, backend: str = "auto",
+            chunk_size: int | None = None, block_size: int | None = None,
             start: tuple[np.ndarray, np.ndarray] | None = None, n_total: int | None = None) -> Partials:
-    """Partials of `problem` for the requested parts: stable AP and cutoff statistics, and/or
-    the distance histograms (Hamming only; the torch backend and the one-pass kernel give them
-    with the scores anyway).
+    """Partials of `problem`: the distance histograms (Hamming), plus the stable AP sums if
+    `stable` and the statistics of `cutoffs` (stable=False and no cutoffs: histograms only;
+    the kernel then skips every per-item record).
 
     start, n_total: the problem's database is a part (shard) of one with n_total items, and
     start = (items, relevant) ranked before the part's items at each distance, int64

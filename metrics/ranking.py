@@ -63,7 +63,7 @@ def mean_average_precision(
     stable = ties == "stable"
     problem = engine.problem(query_codes, retrieval_codes, query_labels, retrieval_labels, metric=metric,
                              permutation_seed=permutation_seed, backend=backend, chunk_size=chunk_size, block_size=block_size)
-    partials = engine.compute(problem, stable=stable, histograms=not stable, backend=backend, chunk_size=chunk_size,
+    partials = engine.compute(problem, stable=stable, backend=backend, chunk_size=chunk_size,
                               block_size=block_size)
     ap = engine.stable_ap(partials) if stable else engine.tie_aware_ap(partials)
     return engine.as_tensor(ap if per_query else ap.mean(), problem)
@@ -102,7 +102,7 @@ def mean_average_precision_at_k(
     problem = engine.problem(query_codes, retrieval_codes, query_labels, retrieval_labels, metric=metric,
                              permutation_seed=permutation_seed, backend=backend, chunk_size=chunk_size, block_size=block_size)
     k = engine.check_k(k, problem.n_retrieval)
-    partials = engine.compute(problem, (k,), stable=False, histograms=False, backend=backend, chunk_size=chunk_size,
+    partials = engine.compute(problem, (k,), stable=False, backend=backend, chunk_size=chunk_size,
                               block_size=block_size)
     ap = engine.ap_at_k(partials, k, variant)
     if per_query:
@@ -133,7 +133,7 @@ def precision_at_k(
     ks = [engine.check_k(k, problem.n_retrieval, "each k") for k in ks]
     if not ks:
         raise ValueError("ks must name at least one cutoff")
-    partials = engine.compute(problem, ks, stable=False, histograms=False, backend=backend, chunk_size=chunk_size,
+    partials = engine.compute(problem, ks, stable=False, backend=backend, chunk_size=chunk_size,
                               block_size=block_size)
     precision = np.stack([engine.precision_at(partials, k) for k in ks], 1)
     return engine.as_tensor(precision if per_query else precision.mean(0), problem)

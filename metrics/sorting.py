@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .inputs import Problem
-from .partials import CUTOFF_FIELDS, FIRST_HI, FIRST_LO, HITS, TOPK_HI, TOPK_LO, Partials, inverse_positions, limb_scales
+from .partials import Partials, inverse_positions, limb_scales
 
 _FLOAT32_EXACT = 1 << 24  # integers below this are exact in float32
 # Query x item entries per chunk: on CPU a few MB per temporary, so passes stay in cache; on a GPU
@@ -34,6 +34,7 @@ _TARGET_CHUNK_ELEMENTS_ACCELERATOR = 1 << 24
 _MIN_CHUNK_ROWS = 32
 _BITS_PER_WORD = 31  # int32 label words; bit 31 left alone so packing never overflows
 _WIDE_LABELS = 8 * _BITS_PER_WORD  # beyond this many label columns, relevance by a matmul
+_SLAB_ELEMENTS = 1 << 18  # query x item entries per scoring slab on CPU
 
 
 def chunk_size(problem: Problem, chunk_size: int | None) -> int:
@@ -56,6 +57,7 @@ class Chunks:
         self.query = problem.query
         self.retrieval, self.retrieval_labels = problem.dense()
         self.n = problem.n_retrieval
+        self.n_rows = problem.n_query
         self._buffers: dict[str, torch.Tensor] = {}
         self._label_words: tuple[torch.Tensor, torch.Tensor] | None = None  # bit masks, or 0/1 floats if wide
 
@@ -183,8 +185,8 @@ def sort_rows_(keys: torch.Tensor) -> torch.Tensor:
     return keys
 
 
-def partials(problem: Problem, cutoffs: tuple[int, ...], *, stable: bool, chunk_size: int | None = None, start: tuple[np.ndarray, np.ndarray] | None = None,
-             n_total: int | None = None) -> Partials:
+def partials(problem: Problem, cutoffs: tuple[int, ...], *, stable: bool, chunk_size: int | None = None,
+             start: tuple[np.ndarray, np.ndarray] | None = None, n_total: int | None = None) -> Partials:
     """Partials of `problem` (see engine.py). start: (items, relevant) ranked before this
     database at each distance (a shard of a database of n_total items); None: it is whole."""
     n_total = problem.n_retrieval if n_total is None else n_total
@@ -197,7 +199,7 @@ def partials(problem: Problem, cutoffs: tuple[int, ...], *, stable: bool, chunk_
 
     if stable:
         scale = limb_scales(n_total)
-        inverse = torch.from_numpy(inverse_positions(n_total)).to(problem.device)
+        inverse = torch.from_numpy(inverse_positions(n_total) * scale[0]).to(problem.device)
         start_t = None if start is None else [torch.from_numpy(np.asarray(s, np.int64)).to(problem.device) for s in start]
     for rows, relevant in chunks.iterate(chunk_size):
         if not stable:
@@ -206,47 +208,72 @@ def partials(problem: Problem, cutoffs: tuple[int, ...], *, stable: bool, chunk_
             continue
         if hamming:
             keys = chunks.sorted_keys(rows, relevant)
-            ranked_relevant = (keys & 1).to(torch.int64)
-            hits = torch.cumsum(ranked_relevant, 1)
-            items_at, relevant_at = histograms_from_sorted_keys(keys, chunks.n, problem.bits, hits)
-            add("items_at", items_at)  # R for every metric, and cheap: read off the sorted keys
-            add("relevant_at", relevant_at)
+            ranked_relevant = keys & 1
         else:
             similarity = problem.query[rows] @ chunks.retrieval.t()
             order = torch.sort(-similarity, dim=1, stable=True).indices
-            ranked_relevant = relevant.gather(1, order).to(torch.int64)
-            hits = torch.cumsum(ranked_relevant, 1)
-            add("total_relevant", hits[:, -1])
-        position = torch.arange(chunks.n, device=problem.device).expand_as(hits)
-        rank = hits - 1
-        if start_t is not None:
-            # Rank inside this part -> global: everything ranked before it at the item's distance.
-            distance = keys // (2 * chunks.n)
-            within_items = position - (torch.cumsum(items_at, 1) - items_at).gather(1, distance)
-            within_relevant = rank - (torch.cumsum(relevant_at, 1) - relevant_at).gather(1, distance)
-            position = start_t[0][rows].gather(1, distance) + within_items
-            rank = start_t[1][rows].gather(1, distance) + within_relevant
-        relevant_mask = ranked_relevant.bool()
-        hi, lo = split(rank + 1, position, inverse, scale, relevant_mask)
-        add("ap_limbs", torch.stack([hi.sum(1), lo.sum(1)], 1))
-        if cutoffs:
-            cut = torch.zeros(hi.shape[0], len(cutoffs), CUTOFF_FIELDS, dtype=torch.int64, device=problem.device)
-            for j, k in enumerate(cutoffs):
-                top = relevant_mask & (position < k)
-                first = relevant_mask & (rank < k)
-                cut[:, j, HITS] = top.sum(1)
-                cut[:, j, TOPK_HI], cut[:, j, TOPK_LO] = (hi * top).sum(1), (lo * top).sum(1)
-                cut[:, j, FIRST_HI], cut[:, j, FIRST_LO] = (hi * first).sum(1), (lo * first).sum(1)
-            add("cut", cut)
+            keys, ranked_relevant = None, relevant.gather(1, order)
+        # The rest row slab by row slab on CPU, so its temporaries stay a few MB each.
+        slab = chunks.n_rows if problem.device.type != "cpu" else max(1, _SLAB_ELEMENTS // chunks.n)
+        for first in range(0, rows.stop - rows.start, slab):
+            part = slice(first, first + slab)
+            query_rows = slice(rows.start + part.start, min(rows.start + part.stop, rows.stop))
+            for name, value in score_slab(chunks, ranked_relevant[part], None if keys is None else keys[part],
+                                          query_rows, cutoffs, inverse, scale, start_t, n_total).items():
+                add(name, value)
     out = {name: torch.cat(values).cpu().numpy() for name, values in parts.items()}
     return Partials(n_total, cutoffs, **out)
 
 
-def split(hits: torch.Tensor, position: torch.Tensor, inverse: torch.Tensor, scale: tuple[float, float],
+def score_slab(chunks: Chunks, ranked_relevant: torch.Tensor, keys: torch.Tensor | None, rows: slice,
+               cutoffs: tuple[int, ...], inverse: torch.Tensor, scale: tuple[float, float],
+               start: list[torch.Tensor] | None, n_total: int) -> dict[str, torch.Tensor]:
+    """Partials of some query rows from their ranked relevance (and sorted keys: Hamming)."""
+    out = {}
+    hits = torch.cumsum(ranked_relevant, 1, dtype=torch.int32)  # relevant items at positions 1..i
+    if keys is not None:
+        items_at, relevant_at = histograms_from_sorted_keys(keys, chunks.n, chunks.problem.bits, hits)
+        out["items_at"], out["relevant_at"] = items_at, relevant_at  # R for every metric, cheap
+    else:
+        out["total_relevant"] = hits[:, -1].to(torch.int64)
+    position = torch.arange(chunks.n, device=hits.device, dtype=torch.int32).expand_as(hits)
+    rank = hits - 1
+    if start is not None:
+        # Rank inside this part -> global: everything ranked before it at the item's distance.
+        distance = (keys // (2 * chunks.n)).long()
+        within_items = position - (torch.cumsum(items_at, 1) - items_at).gather(1, distance)
+        within_relevant = rank - (torch.cumsum(relevant_at, 1) - relevant_at).gather(1, distance)
+        position = start[0][rows].gather(1, distance) + within_items
+        rank = start[1][rows].gather(1, distance) + within_relevant
+    relevant_mask = ranked_relevant.bool()
+    # 1 / (position + 1), times hi_scale (a power of two: exact); by index order when whole.
+    scaled_inverse = inverse[position] if start is not None else inverse[: chunks.n]
+    hi, lo = split(rank + 1, scaled_inverse, scale[1], relevant_mask)
+    out["ap_limbs"] = torch.stack([hi.sum(1), lo.sum(1)], 1)
+    if cutoffs:
+        # Positions and ranks increase along the sorted order (in a shard too: everything at a
+        # closer distance, or in an earlier shard, ranks before), so each cutoff's sums are
+        # prefix sums: their lengths by binary search, their values by one cumsum.
+        k = torch.tensor(cutoffs, device=hits.device).expand(hits.shape[0], len(cutoffs)).contiguous()
+        top = k.clamp(max=chunks.n) if start is None else torch.searchsorted(position.contiguous(), k)
+        first = torch.searchsorted(torch.cummax(torch.where(relevant_mask, rank, -1), 1).values.contiguous(), k)
+        running_hi, running_lo = torch.cumsum(hi, 1), torch.cumsum(lo, 1)
+        # In partials.py's field order: HITS, TOPK_HI, TOPK_LO, FIRST_HI, FIRST_LO.
+        out["cut"] = torch.stack([prefix(hits, top).to(torch.int64), prefix(running_hi, top), prefix(running_lo, top),
+                                  prefix(running_hi, first), prefix(running_lo, first)], 2)
+    return out
+
+
+def prefix(running: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """running[:, length - 1] per row and cutoff (running sums over a prefix), 0 for length 0."""
+    return torch.where(length > 0, running.gather(1, (length - 1).clamp(min=0)), 0)
+
+
+def split(hits: torch.Tensor, scaled_inverse: torch.Tensor, lo_scale: float,
           mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernel's exact two-limb split of hits / (position + 1), zero where mask is False."""
-    hi_scale, lo_scale = scale
-    x = hits.to(torch.float64) * inverse[position] * hi_scale
+    """The kernel's exact two-limb split of hits * (1 / (position + 1)), zero where mask is
+    False; scaled_inverse = hi_scale / (position + 1) per entry."""
+    x = hits.to(torch.float64) * scaled_inverse
     hi = x.to(torch.int64)  # truncation: x >= 0
     lo = ((x - hi.to(torch.float64)) * lo_scale).to(torch.int64)
     return hi * mask, lo * mask
@@ -257,5 +284,5 @@ def histograms_from_sorted_keys(sorted_keys: torch.Tensor, n: int, bits: int, hi
     the running count of relevant items in their order."""
     bounds = torch.arange(bits + 2, device=sorted_keys.device, dtype=sorted_keys.dtype) * (2 * n)
     below = torch.searchsorted(sorted_keys, bounds.expand(sorted_keys.shape[0], -1).contiguous())
-    relevant_below = torch.where(below > 0, hits.gather(1, (below - 1).clamp(min=0)), 0)
+    relevant_below = torch.where(below > 0, hits.gather(1, (below - 1).clamp(min=0)), 0).to(torch.int64)
     return below.diff(dim=1), relevant_below.diff(dim=1)

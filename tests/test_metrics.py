@@ -502,7 +502,6 @@ def test_cuda_gives_the_cpu_numbers():
         np.testing.assert_array_equal(cuda[key].cpu().numpy(), cpu[key].numpy(), err_msg=key)
     assert metrics.evaluate_hashing(*[x.cuda() for x in problem], map_ks=(50,), precision_ks=(10,), block_size=100) == \
         pytest.approx(metrics.evaluate_hashing(*problem, map_ks=(50,), precision_ks=(10,)), abs=0, nan_ok=True)
-    cosine = [torch.randn(30, 8), torch.randn(500, 8), *problem[2:]]
-    cosine[2], cosine[3] = cosine[2][:30], cosine[3][:500]
+    cosine = [torch.randn(20, 8), torch.randn(500, 8), problem[2][:20], problem[3][:500]]
     assert float(metrics.mean_average_precision(*[x.cuda() for x in cosine], metric="cosine")) == \
         pytest.approx(float(metrics.mean_average_precision(*cosine, metric="cosine")), abs=1e-12)

@@ -70,6 +70,19 @@ def test_kernel_and_torch_partials_are_identical_integers(bits):
     assert kernel.ap_limbs.dtype == np.int64 and (kernel.ap_limbs[:, 0] > 0).any()
 
 
+def test_torch_backend_with_the_cuda_sort_gives_the_same_floats(monkeypatch):
+    # On CUDA the torch backend sorts with torch.sort instead of numpy's in-place sort; the
+    # keys are unique, so the order (and every number) must not change. Run that branch on CPU.
+    from metrics import sorting
+
+    problem = tied_problem(8)
+    expected = metrics.evaluate_hashing(*problem, **KS, backend="torch")
+    monkeypatch.setattr(sorting, "sort_rows_", lambda keys: torch.sort(keys, dim=1).values)
+    assert same(metrics.evaluate_hashing(*problem, **KS, backend="torch", chunk_size=5), expected)
+    if counting.available():
+        assert same(metrics.evaluate_hashing(*problem, **KS, backend="fused"), expected)
+
+
 # ---- memory-mapped databases --------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_memory_mapped_database_equals_the_in_memory_one(tmp_path, monkeypatch, backend):
