@@ -3,12 +3,15 @@
 One pass over a database block per query (four queries at a time when codes and labels are
 one 64-bit word each) keeps, per Hamming distance d, a packed counter
 (d << 48) | (items at d so far << 24) | (relevant items at d so far). Each relevant item
-leaves a copy of its counter (its "record"). Given the counts of everything ranked before the
-block at each distance (`offsets`, packed (items << 32) | relevant), a record gives the item's
-global 0-based stable position and its rank among the relevant items:
+leaves a copy of its counter (its "record"), which gives the item's 0-based stable position and
+its rank among the relevant items:
 
-    position = items before at d + items at d earlier in the block
-    hits     = relevant before at d + relevant at d earlier in the block + 1
+    position = items ranked before distance d + items at d earlier in database order
+    hits     = relevant items before distance d + relevant at d earlier + 1
+
+In SINGLE the first terms come after the pass (`offsets`, packed (items << 32) | relevant, from
+the per-distance totals); in SCORES the counters start from them (everything ranked before this
+database at each distance), so each record already holds the global counts.
 
 AP contributions hits / (position + 1) are added as exact integers (two int64 limbs, see
 `split`), so a sum does not depend on the order in which items, blocks, threads or shards are
@@ -17,9 +20,10 @@ float64 metrics to the last bit.
 
 Phases (one kernel, `phase` chosen per call):
 - HISTOGRAMS: per query and distance, items and relevant items (no records kept).
-- SCORES: given per-query start offsets (everything ranked before this database at each
+- SCORES: given per-query start counters (everything ranked before this database at each
   distance: closer distances, and earlier shards at the same distance), exact AP limbs and
-  per-cutoff statistics of the items of this database, block by block.
+  per-cutoff statistics of the items of this database, block by block, batches of query
+  groups taking turns on each block while it is in cache.
 - SINGLE: the database is one block: histograms, offsets from them, AP limbs and cutoff
   statistics in one pass (the common in-memory case).
 """

@@ -15,7 +15,7 @@ Common keyword arguments:
   the last bit: they produce the same integers, and the floats come from them in one fixed way.
 - chunk_size: queries per chunk of the torch backend (memory O(chunk_size x n_retrieval)).
 - block_size: database items per block of the kernel (memory O(block) per query in flight;
-  by default one block up to 2^19 items, 2^15-item blocks beyond).
+  by default one block up to 2^19 items, 2^13-item blocks beyond).
 - permutation_seed: shuffle the database with this seed first (MATLAB protocol).
 Retrieval codes and labels may be numpy arrays, memory-mapped ones too: the kernel reads them
 block by block and keeps only their packed bits (8 bytes per item and code word).
