@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install demo test bench tune-demo clean
+.PHONY: install demo test bench bench-scale tune-demo clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,15 @@ test: install
 	$(PY) -m pytest -q
 
 bench: install
+	$(PY) -m pip install --quiet -e ".[test,bench]"
 	$(PY) -m benchmarks.bench_metrics
 	$(PY) -m benchmarks.bench_methods
+
+# 2,000 queries against memory-mapped databases of 1M / 3M / 10M items (~1 GB of .npy files
+# made once under $$TMPDIR); results in benchmarks/results/metrics.md.
+bench-scale: install
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m benchmarks.bench_metrics --scale
 
 # Optuna study of SAM's margins on the demo data (validation split only); report in the output.
 tune-demo: install

@@ -1,19 +1,27 @@
-"""Speed of the metrics against the numpy reference loop and the XOR-popcount floor.
+"""Speed of the metrics: per metric, against the numpy reference loop, the XOR-popcount floor
+and faiss; and at scale (memory-mapped databases of 1M / 3M / 10M items).
 
-    python -m benchmarks.bench_metrics                 # CPU, both sizes, best of 3
-    python -m benchmarks.bench_metrics --device cuda   # adds a "cuda" section to the same file
-
-Ours is timed with 1 torch thread (like the single-threaded numpy reference and floor, so the
-ratios compare like with like) and with all of torch's threads ("_all_threads" keys). On a
-shared, oversubscribed machine the multi-threaded numbers can be far worse than the 1-thread
-ones: OpenMP threads wait on each other whenever one of them is descheduled.
+    python -m benchmarks.bench_metrics --repeats 5     # MIRFlickr and NUS-WIDE sizes (minutes)
+    python -m benchmarks.bench_metrics --scale         # 2,000 queries x 1M / 3M / 10M items (longer)
+    python -m benchmarks.bench_metrics --device cuda   # a "cuda" section in the same file
 
 MIRFlickr size: 2,000 queries x 18,015 items x 64 bits x 24 labels (the real MIRFlickr labels
-from ../shared/data when present: first 2,000 rows queries, the rest retrieval). NUS-WIDE size:
-2,100 x 193,734 x 128 bits x 21 labels (synthetic labels), run in a child process so its peak
-RSS is its own. Codes are sign(labels @ W + noise), so distances cluster the way trained codes
-do. Results go to benchmarks/results/metrics.json and metrics.md; every time is a best of
---repeats, measured side by side in one process.
+from ../shared/data when present: first 2,000 rows queries, the rest retrieval). Every contender
+runs once per round, round-robin, best of --repeats, in one process, with 1 torch thread and
+with all of torch's threads ("_all_threads" keys; faiss gets the same thread count). The numpy
+reference and floor are single-threaded. faiss (IndexBinaryFlat, top 100) is a benchmark-only
+dependency: `pip install -e .[bench]`.
+
+NUS-WIDE size: 2,100 x 193,734 x 128 bits x 21 synthetic labels, in a child process so its peak
+RSS is its own. Codes are sign(labels @ W + noise), so distances cluster the way trained codes do.
+
+Scale (--scale): synthetic codes and labels made by the benchmark, written once as .npy files
+(--data-dir) and read memory-mapped; per size, in a fresh child process each: evaluate_hashing
+(every metric: stable and tie-aware mAP@all, mAP@k, P@k, precision within radius 2) with
+--scale-threads threads and its peak RSS, and the floor (numpy XOR + popcount of every pair,
+packed codes, one thread, tiled so its temporaries stay in cache) at the same size.
+
+Results go to benchmarks/results/metrics.json and metrics.md (other devices' sections are kept).
 """
 from __future__ import annotations
 
@@ -35,11 +43,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import metrics  # noqa: E402
-from metrics import reference  # noqa: E402
+from metrics import engine, reference  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MIRFLICKR_LABELS = ROOT.parent / "shared" / "data" / "mirflickr25k" / "mirflickr25k-lall.mat"
+SCALE_DATA = Path(os.environ.get("TMPDIR", "/tmp")) / "xmodal-hash-bench-scale"
+SCALE_SIZES = (1_000_000, 3_000_000, 10_000_000)
+SCALE_QUERIES = 2000
 
 
 def best_of(repeats: int, fn, sync=lambda: None):
@@ -54,10 +65,11 @@ def best_of(repeats: int, fn, sync=lambda: None):
     return best, result
 
 
-def correlated_codes(labels: np.ndarray, bits: int, noise: float, seed: int) -> np.ndarray:
+def correlated_codes(labels: np.ndarray, bits: int, noise: float, seed: int, projection: np.ndarray | None = None) -> np.ndarray:
     """±1 codes = sign(labels @ W + noise): items sharing labels get close codes."""
     rng = np.random.default_rng(seed)
-    projection = rng.normal(size=(labels.shape[1], bits)).astype(np.float32)
+    if projection is None:
+        projection = rng.normal(size=(labels.shape[1], bits)).astype(np.float32)
     values = labels.astype(np.float32) @ projection + noise * rng.normal(size=(labels.shape[0], bits)).astype(np.float32)
     return np.where(values >= 0, 1.0, -1.0).astype(np.float32)
 
@@ -100,6 +112,17 @@ def popcount_floor(query: np.ndarray, retrieval: np.ndarray, chunk: int) -> int:
     return checksum
 
 
+def tiled_popcount_floor(query_words: np.ndarray, item_words: np.ndarray, query_chunk: int = 8, block: int = 1 << 15) -> int:
+    """The floor on one-word packed codes, tiled (8 queries x 32K items) so each XOR and
+    popcount temporary stays in cache; returns a checksum."""
+    checksum = 0
+    for start in range(0, len(item_words), block):
+        items = item_words[start: start + block]
+        for first in range(0, len(query_words), query_chunk):
+            checksum += int(popcount(query_words[first: first + query_chunk, None] ^ items[None, :])[:, 0].sum())
+    return checksum
+
+
 def popcount(words: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):
         return np.bitwise_count(words)
@@ -116,10 +139,13 @@ def sync_for(device: torch.device):
 
 
 def with_threads(threads: int, fn):
-    """fn run with torch at `threads` intra-op threads (restored afterwards)."""
+    """fn run with torch (and faiss, when loaded) at `threads` threads (restored afterwards)."""
     def run():
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
+        faiss = sys.modules.get("faiss")
+        if faiss is not None:
+            faiss.omp_set_num_threads(threads)
         try:
             return fn()
         finally:
@@ -142,29 +168,49 @@ def interleaved_best(repeats: int, contenders: dict, sync) -> tuple[dict, dict]:
     return best, results
 
 
-def our_contenders(tensors, threads: int, with_evaluate: bool) -> dict:
-    """Our stable and tie-aware mAP (and evaluate_hashing) at 1 thread and, if > 1, at `threads`."""
+def faiss_top_k(query: np.ndarray, retrieval: np.ndarray, k: int):
+    """A search function for faiss IndexBinaryFlat's top-k by Hamming distance, or None without faiss."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    index = faiss.IndexBinaryFlat(query.shape[1])
+    index.add(np.packbits(retrieval > 0, axis=1))
+    packed = np.packbits(query > 0, axis=1)
+    return lambda: index.search(packed, k)
+
+
+def our_contenders(tensors, threads: int, per_metric: bool, faiss_search=None) -> dict:
+    """Ours (and faiss) at 1 thread and, if > 1, at `threads`."""
     out = {}
     for suffix, n in (("", 1), ("_all_threads", threads)) if threads > 1 else (("", 1),):
-        # The default path (the fused kernel on CPU where numba is installed) and the torch sort path.
-        out[f"ours_stable_map_s{suffix}"] = with_threads(n, lambda: float(metrics.mean_average_precision(*tensors)))
-        out[f"ours_stable_map_torch_s{suffix}"] = with_threads(
-            n, lambda: float(metrics.mean_average_precision(*tensors, backend="torch")))
-        out[f"ours_tie_aware_map_s{suffix}"] = with_threads(n, lambda: float(metrics.mean_average_precision(*tensors, ties="tie-aware")))
-        if with_evaluate:
-            out[f"ours_evaluate_hashing_s{suffix}"] = with_threads(n, lambda: metrics.evaluate_hashing(*tensors))
+        def add(name, fn):
+            out[f"{name}_s{suffix}"] = with_threads(n, fn)
+        add("ours_stable_map", lambda: float(metrics.mean_average_precision(*tensors)))
+        add("ours_stable_map_torch", lambda: float(metrics.mean_average_precision(*tensors, backend="torch")))
+        add("ours_tie_aware_map", lambda: float(metrics.mean_average_precision(*tensors, ties="tie-aware")))
+        if per_metric:
+            add("ours_map_at_100_topk", lambda: float(metrics.mean_average_precision_at_k(*tensors, 100)))
+            add("ours_p_at_k", lambda: metrics.precision_at_k(*tensors, (10, 100, 1000)).tolist())
+            add("ours_pr_curve", lambda: metrics.pr_curve(*tensors).precision.tolist())
+            add("ours_p_within_r2", lambda: float(metrics.precision_within_radius(*tensors, 2)))
+        add("ours_evaluate_hashing", lambda: metrics.evaluate_hashing(*tensors))
+        if per_metric:
+            add("ours_evaluate_hashing_torch", lambda: metrics.evaluate_hashing(*tensors, backend="torch"))
+        if faiss_search is not None:
+            add("faiss_top100_search", faiss_search)
     return out
 
 
-def stable_path(tensors) -> str:
-    """Which implementation mean_average_precision(backend="auto") picks for these inputs."""
-    from metrics.ranking import _prepare, _use_fused
-    return "fused (numba)" if _use_fused(_prepare(*tensors), "stable", "auto") else "torch sort"
+def kernel_in_use(tensors) -> str:
+    """Which implementation the metrics pick (backend="auto") for these inputs."""
+    return "counting kernel (numba)" if engine.use_kernel(engine.problem(*tensors), "auto") else "torch backend"
 
 
 def add_ratios(out: dict, reference_s: float, floor_s: float, threads: int, reference_all_threads_s: float | None = None) -> None:
-    """Speed-ups over the reference and times over the floor; the all-threads ratios divide the
-    faster of the reference's 1-thread and all-BLAS-threads times, when both were measured."""
+    """Speed-ups over the reference, times over the floor, and the issue's ratios per thread count;
+    the all-threads speed-ups divide the faster of the reference's 1-thread and all-BLAS-threads
+    times, when both were measured."""
     for suffix in ("", "_all_threads") if threads > 1 else ("",):
         stable_s, tie_s = out[f"ours_stable_map_s{suffix}"], out[f"ours_tie_aware_map_s{suffix}"]
         if suffix and reference_all_threads_s is not None:
@@ -173,22 +219,28 @@ def add_ratios(out: dict, reference_s: float, floor_s: float, threads: int, refe
                 f"speedup_stable_torch_path_vs_reference{suffix}": reference_s / out[f"ours_stable_map_torch_s{suffix}"],
                 f"speedup_tie_aware_vs_reference{suffix}": reference_s / tie_s,
                 f"stable_over_popcount_floor{suffix}": stable_s / floor_s,
-                f"tie_aware_over_popcount_floor{suffix}": tie_s / floor_s}
+                f"tie_aware_over_popcount_floor{suffix}": tie_s / floor_s,
+                f"evaluate_hashing_over_stable_map{suffix}": out[f"ours_evaluate_hashing_s{suffix}"] / stable_s}
+        if f"faiss_top100_search_s{suffix}" in out:
+            out[f"map_at_100_over_faiss_top100{suffix}"] = out[f"ours_map_at_100_topk_s{suffix}"] / out[f"faiss_top100_search_s{suffix}"]
 
 
 def bench_mirflickr(device: torch.device, repeats: int, threads: int) -> dict:
     problem, source = mirflickr_problem()
     tensors = to_device(problem, device)
-    contenders = our_contenders(tensors, threads, with_evaluate=True)
+    search = faiss_top_k(problem[0], problem[1], 100) if device.type == "cpu" else None
+    contenders = our_contenders(tensors, threads, per_metric=True, faiss_search=search)
     if device.type == "cpu":
         contenders["numpy_reference_loop_s"] = lambda: reference.reference_map(*problem)
         contenders["numpy_popcount_floor_s"] = lambda: popcount_floor(problem[0], problem[1], chunk=250)
     best, results = interleaved_best(repeats, contenders, sync_for(device))
-    out = {"size": "2000 x 18015 x 64 bits x 24 labels", "labels": source, "device": str(device), "repeats": repeats}
+    out = {"size": "2000 x 18015 x 64 bits x 24 labels", "labels": source, "device": str(device), "repeats": repeats,
+           "faiss": "IndexBinaryFlat top-100" if search is not None else "not installed (pip install -e .[bench])"}
     out |= best | {"map_stable": results["ours_stable_map_s"], "map_tie_aware": results["ours_tie_aware_map_s"],
-                   "stable_path": stable_path(tensors)}
+                   "stable_path": kernel_in_use(tensors)}
+    out["evaluate_hashing_backends_equal_to_the_bit"] = results["ours_evaluate_hashing_s"] == results["ours_evaluate_hashing_torch_s"]
     if device.type == "cpu":
-        out["stable_paths_agree"] = abs(results["ours_stable_map_torch_s"] - out["map_stable"]) < 1e-12
+        out["stable_paths_agree"] = results["ours_stable_map_torch_s"] == out["map_stable"]
         out["stable_equals_reference"] = abs(results["numpy_reference_loop_s"] - out["map_stable"]) < 1e-12
         reference_all_threads_s = None
         if threads > 1:
@@ -223,14 +275,14 @@ def nus_child(device_name: str, repeats: int, threads: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = peak_rss_mib(reset=True)  # data generation's own peak is not ours
-    contenders = our_contenders(tensors, threads, with_evaluate=False)
+    contenders = our_contenders(tensors, threads, per_metric=False)
     if device.type == "cpu":
         contenders["numpy_popcount_floor_s"] = lambda: popcount_floor(problem[0], problem[1], chunk=25)
     best, results = interleaved_best(repeats, contenders, sync)
     out = {"size": "2100 x 193734 x 128 bits x 21 labels (synthetic)", "device": device_name, "repeats": repeats}
     out |= best | {"map_stable": results["ours_stable_map_s"], "map_tie_aware": results["ours_tie_aware_map_s"],
-                   "stable_path": stable_path(tensors),
-                   "stable_paths_agree": abs(results["ours_stable_map_torch_s"] - results["ours_stable_map_s"]) < 1e-12}
+                   "stable_path": kernel_in_use(tensors),
+                   "stable_paths_agree": results["ours_stable_map_torch_s"] == results["ours_stable_map_s"]}
     out |= {"peak_rss_mib_data_generation": rss_before, "peak_rss_mib_timed_section": peak_rss_mib(),
             "data_mib": sum(t.numel() * t.element_size() for t in tensors) / 2**20}
     if device.type == "cuda":
@@ -260,73 +312,170 @@ def peak_rss_mib(reset: bool = False) -> float:
     return peak
 
 
-def bench_nus(device: torch.device, repeats: int, threads: int) -> dict:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_metrics", "--nus-child", "--device", str(device),
-                           "--repeats", str(repeats), "--threads", str(threads)], cwd=ROOT, capture_output=True, text=True)
+def child(args: list[str]) -> dict:
+    """Run this module with `args` in a fresh process; return the JSON on its last stdout line."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_metrics", *args], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"NUS-WIDE child failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise RuntimeError(f"child {' '.join(args)} failed: {done.stderr.strip().splitlines()[-3:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_nus(device: torch.device, repeats: int, threads: int) -> dict:
+    return child(["--nus-child", "--device", str(device), "--repeats", str(repeats), "--threads", str(threads)])
+
+
+# ---- scale: memory-mapped databases of millions of items ----------------------------------------
+def scale_files(data_dir: Path, n_items: int, chunk: int = 1_000_000) -> dict[str, Path]:
+    """Synthetic 64-bit codes (int8 ±1) and 24-label multi-hot rows (uint8) of n_items
+    database items plus the queries, as .npy files made once (chunk by chunk, bounded memory)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: data_dir / f"{name}_{n_items}.npy" for name in ("codes", "labels")}
+    paths |= {name: data_dir / f"{name}.npy" for name in ("query_codes", "query_labels")}
+    if all(path.is_file() for path in paths.values()):
+        return paths
+    projection = np.random.default_rng(12345).normal(size=(24, 64)).astype(np.float32)
+    codes = np.lib.format.open_memmap(paths["codes"].with_suffix(".tmp"), mode="w+", dtype=np.int8, shape=(n_items, 64))
+    labels = np.lib.format.open_memmap(paths["labels"].with_suffix(".tmp"), mode="w+", dtype=np.uint8, shape=(n_items, 24))
+    for i, start in enumerate(range(0, n_items, chunk)):
+        stop = min(start + chunk, n_items)
+        block = synthetic_labels(stop - start, 24, 3.8, seed=1000 + i)
+        labels[start:stop] = block
+        codes[start:stop] = correlated_codes(block, 64, noise=2.5, seed=2000 + i, projection=projection)
+    codes.flush(), labels.flush()
+    del codes, labels
+    for name in ("codes", "labels"):
+        paths[name].with_suffix(".tmp").rename(paths[name])
+    query_labels = synthetic_labels(SCALE_QUERIES, 24, 3.8, seed=999)
+    np.save(paths["query_labels"], query_labels.astype(np.uint8))
+    np.save(paths["query_codes"], correlated_codes(query_labels, 64, noise=2.5, seed=998, projection=projection).astype(np.int8))
+    return paths
+
+
+def scale_child(data_dir: Path, n_items: int, total: int, threads: int, what: str) -> dict:
+    """One size in a fresh process: ours (evaluate_hashing on the memory-mapped files) or the floor."""
+    paths = scale_files(data_dir, total)
+    query_codes, query_labels = np.load(paths["query_codes"]), np.load(paths["query_labels"])
+    codes = np.load(paths["codes"], mmap_mode="r")[:n_items]
+    labels = np.load(paths["labels"], mmap_mode="r")[:n_items]
+    torch.set_num_threads(threads)
+    if what == "floor":
+        from metrics.hamming import packed_codes
+        query_words, item_words = packed_codes(query_codes)[:, 0], packed_codes(codes)[:, 0]  # packing is not timed
+        cpu = time.process_time()
+        seconds, _ = best_of(1, lambda: tiled_popcount_floor(query_words, item_words))
+        cpu = time.process_time() - cpu
+        # The MIRFlickr row's form: all items at once for a chunk of queries (~64 MB of XOR temporaries).
+        chunk = max(1, (1 << 23) // n_items)
+        simple_s, _ = best_of(1, lambda: tiled_popcount_floor(query_words, item_words, query_chunk=chunk, block=n_items))
+        return {"floor_s": seconds, "floor_cpu_s": cpu, "floor_untiled_s": simple_s, "floor_peak_rss_mib": peak_rss_mib()}
+    # Compile (or load from numba's cache) the kernels on a small slice first: not timed.
+    metrics.evaluate_hashing(query_codes[:4], codes[:40_000], query_labels[:4], labels[:40_000])
+    baseline = peak_rss_mib(reset=True)
+    cpu = time.process_time()
+    seconds, values = best_of(1, lambda: metrics.evaluate_hashing(query_codes, codes, query_labels, labels))
+    out = {"ours_evaluate_hashing_s": seconds, "ours_cpu_s": time.process_time() - cpu, "peak_rss_mib": peak_rss_mib(),
+           "rss_mib_before": baseline,
+           "map": values["map"], "map_tie_aware": values["map_tie_aware"], "p_at_100": values["p_at_100"],
+           "map_at_1000_topk": values["map_at_1000_topk"], "threads": threads}
+    if n_items <= 1_000_000:
+        # The torch backend on 16 queries, as a check of the kernel at this size (not timed).
+        few = (query_codes[:16], codes, query_labels[:16], labels)
+        out["kernel_equals_torch_backend_on_16_queries"] = (
+            metrics.evaluate_hashing(*few) == metrics.evaluate_hashing(*few, backend="torch", chunk_size=2))
+    return out
+
+
+def bench_scale(data_dir: Path, sizes: list[int], threads: list[int]) -> dict:
+    total = max(sizes)
+    started = time.perf_counter()
+    scale_files(data_dir, total)
+    rows = {"data": f"synthetic, {SCALE_QUERIES} queries x 64 bits x 24 labels (~3.8 per item), codes int8 ±1 and "
+                    f"labels uint8 in .npy files read memory-mapped ({data_dir})",
+            "data_generation_s": time.perf_counter() - started, "rows": []}
+    for n in sizes:
+        floor = child(["--scale-child", "floor", "--n", str(n), "--total", str(total), "--data-dir", str(data_dir)])
+        for t in threads:
+            ours = child(["--scale-child", "ours", "--n", str(n), "--total", str(total), "--data-dir", str(data_dir),
+                          "--threads", str(t)])
+            row = {"items": n} | ours | floor | {"ratio_to_floor": ours["ours_evaluate_hashing_s"] / floor["floor_s"],
+                                                 "ratio_to_untiled_floor": ours["ours_evaluate_hashing_s"] / floor["floor_untiled_s"],
+                                                 "cpu_ratio_to_floor": ours["ours_cpu_s"] / floor["floor_cpu_s"]}
+            print(json.dumps(row), flush=True)
+            rows["rows"].append(row)
+    return rows
 
 
 def environment(device: torch.device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
             "load_average_at_start": os.getloadavg(), "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS")}
+    try:
+        import faiss
+        info["faiss"] = faiss.__version__
+    except ImportError:
+        pass
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
 
 
 HEADLINES = (
-    ("speedup_stable_vs_reference", "stable mAP@all: speed-up over the numpy reference loop (target >= 50x)"),
-    ("speedup_stable_torch_path_vs_reference", "stable mAP@all, torch sort path (CUDA's): speed-up over the reference loop"),
-    ("tie_aware_over_popcount_floor", "tie-aware mAP: time / XOR-popcount floor (target <= 5x)"),
-    ("speedup_tie_aware_vs_reference", "tie-aware mAP: speed-up over the numpy reference loop"),
+    ("evaluate_hashing_over_stable_map", "evaluate_hashing (every metric) / stable mAP@all (target <= 2)"),
+    ("map_at_100_over_faiss_top100", "mAP@100 (topk) / faiss IndexBinaryFlat top-100 search (target < 1)"),
+    ("speedup_stable_vs_reference", "stable mAP@all: speed-up over the numpy reference loop"),
+    ("speedup_stable_torch_path_vs_reference", "stable mAP@all, torch backend (CUDA's path): speed-up over the reference loop"),
+    ("tie_aware_over_popcount_floor", "tie-aware mAP: time / XOR-popcount floor"),
     ("stable_over_popcount_floor", "stable mAP@all: time / XOR-popcount floor"),
 )
 
+PER_METRIC = (
+    ("ours_stable_map_s", "stable mAP@all"),
+    ("ours_tie_aware_map_s", "tie-aware mAP@all"),
+    ("ours_map_at_100_topk_s", "mAP@100 (topk)"),
+    ("ours_p_at_k_s", "P@10/100/1000"),
+    ("ours_pr_curve_s", "PR curve by radius (micro)"),
+    ("ours_p_within_r2_s", "precision within radius 2"),
+    ("ours_evaluate_hashing_s", "evaluate_hashing (all of the above, one pass)"),
+    ("faiss_top100_search_s", "faiss IndexBinaryFlat top-100 search alone"),
+    ("ours_stable_map_torch_s", "stable mAP@all, torch backend (the CUDA path, CPU reference)"),
+    ("ours_evaluate_hashing_torch_s", "evaluate_hashing, torch backend"),
+)
 
-NOTES = """## How stable mAP@all gets its speed on CPU, and what was tried
+NOTES = """## How the evaluator gets its speed on CPU, and what was tried
 
-- The torch path (also the CUDA path) sorts one unique int32 key 2n*distance + 2*index + relevant
-  per pair: ~90 ms of distance matmul, ~200 ms of row sorts (numpy's AVX2 sort; torch.sort takes
-  ~1.1 s, numpy's stable radix argsort of uint8 distances ~180 ms plus a gather) and ~100 ms of
-  O(n) passes. That is ~4.5x the reference, 7x the popcount floor: the sort is the cost.
-- Counting instead of sorting: the stable rank of item j at distance d is (items closer than d) +
-  (items at d before j in database order) + 1. With torch/numpy primitives the second term is a
-  one-hot cumsum over the live distance values or block histograms, each more element operations
-  than the sort. As one fused loop it is a running counter per distance: metrics/fused.py (numba)
-  makes one pass over the database per query, XOR + POPCNT, an AND for relevance, one counter
-  update and one record store per pair, with four queries interleaved so their counter updates do
-  not wait on each other, and query blocks spread over the threads. Per pair that is close to the
-  floor's own cost, with no (query x item) temporaries at all.
-- Tried on the way (1 thread, CPU time, MIRFlickr size): one query per pass with separate item
-  and relevant counters 250 ms; two queries per pass with one packed counter per distance 90 ms;
-  generic word loops instead of the one-word kernel 130 ms; float division per relevant item
-  replaced by a reciprocal table. Four queries per pass kept for the one-word kernel (2, 4 and 8
-  are within noise of each other).
-- Then (session 3, 1 thread, kernel alone 68 -> ~52 ms): the final sum over a query's relevant
-  items ran as one float chain (a third of the kernel, latency-bound); four partial sums and
-  int64 instead of uint64 conversions cut it by a quarter. Code and label words side by side in
-  one (items x 2) array, ~6 %. Counters start at distance << 48 so recording an item is a plain
-  copy, ~6 %. Not kept: 32-bit records with the relevant count rebuilt per distance at the end
-  (+15 %: that count is a store-to-load chain), fastmath vectorised gathers in the sum (+20 %).
-- Input checks and packing went from ~9 ms to ~2 ms: one aminmax plus one numpy membership pass
-  instead of several torch bool ops (torch's comparisons are ~5x slower than numpy's here), and
-  packbits on rows widened to whole words (24-bit rows pack ~3x slower).
-- Where it stands (2-core VM, best of 5, round-robin): MIRFlickr size ~34 ms on 2 threads
-  (~62x the reference, whether numpy's BLAS has 1 thread or 2) and ~60 ms on 1 (~34x); NUS-WIDE
-  size ~43-58x on 2 threads between runs. The per-pair loop is now ~12 instructions (XOR, POPCNT,
-  AND, SETNE, counter load, record store, LEA, counter store, ...), about 3 cycles at the ~4
-  instructions per cycle this core sustains: more would need a different algorithm. numba's
-  set_num_threads is called only when the count changes, and the kernel leaves torch's thread
-  count as the caller set it (numba's OpenMP pool start resets libgomp's). Timings on this VM
-  vary by +-20 % between runs (noisy neighbours), hence best of 5 and ratios from one run.
-- Tie-aware mAP needs only per-query (distance, relevant) counts: one addmm, one bincount, no
-  sort; it meets its target (<= 5x the floor). Folding the labels into the addmm (bins by shared
-  labels) to skip the relevance pass was slower (longer matmul).
-- Fresh per-chunk temporaries cost page faults and let the resident size creep up to 2.1 GB at
-  NUS-WIDE size; per-call reused buffers keep it near the data's own size.
+- Everything is counting (metrics/engine.py, metrics/counting_kernels.py). Per query, one pass
+  over the database in index order keeps a packed counter per Hamming distance (items and
+  relevant items so far); each relevant item records its counter. With the per-distance totals
+  (prefix sums) a record gives the item's stable position and its hits; per cutoff k the kernel
+  keeps the positions of the first k relevant items in rank order (a counting sort of the
+  records by distance). From those integers: stable mAP@all, P@k, all four mAP@k variants, and
+  from the histograms tie-aware mAP, the PR curve and precision within a radius. One pass per
+  query block serves every metric of a run, so evaluate_hashing costs little more than mAP@all.
+- Sums are exact: each contribution hits * (1 / position) (float64) is split into two int64
+  limbs that hold it exactly, so sums do not depend on order: the kernel, the torch backend
+  (sort per chunk; the CUDA path), every database block size, thread count and shard split give
+  the same integers and hence the same float64 metrics to the last bit (tests check equality,
+  not closeness). The limbs cost ~4 ms at MIRFlickr size (~15 % of the stable mAP kernel)
+  against a plain float sum.
+- Large databases: beyond 2^19 items the kernel runs two phases over 8K-item blocks (memory
+  bounded by the block, not the database): the distance histograms first (counters only), then
+  the scores block by block from per-distance offsets, the way shards of a database do
+  (metrics/sharded.py). Query groups take turns on each block so it is read from memory once per
+  8 groups (1M items: scores 3.1 -> 2.3 ns/pair, histograms 2.0 -> 1.0). The one-pass form
+  keeps a record per item and query in flight and is slower there (1 thread, CPU time per pair:
+  one pass 2.3 / 2.7 / 4.8 ns at 64K / 256K / 1M items, two phases 3.7 / 3.4 / 3.3 ns).
+- The first-k positions: a scatter of every relevant item into rank order, then plain segment
+  sums between the cutoffs' boundaries (binary search), is cheapest in one pass; in the blocked
+  form only items whose relevant-before count is below k can land there, and a test on the
+  record's distance bits skips the rest. A branch-free scatter with a dump slot was 4x slower
+  than the branch (the dump slot's stores serialise).
+- Tried and not kept: 1 / position by division instead of the reciprocal table (1.5-3x slower,
+  same values); one fused loop for the AP sum and the scatter (no vectorised sum: slower than
+  two loops); the relevance mode and layout as run-time values (LLVM does not unswitch the
+  inner loop: +35 %), so numba compiles them in as literals (one compilation each, cached).
+- Tie-aware mAP needs harmonic differences H[N + n] - H[N] ~ n / N; a cumulative table of H
+  loses ~N ulps of them (relative error ~1e-8 at ten million items), so they come from the
+  digamma asymptotic series written without cancellation (below 64 from exact rationals).
 - On an oversubscribed machine (other jobs on the same 2 cores) multi-threaded timings get
   worse, not better: threads wait on each other whenever one is descheduled. Run it quiet.
 """
@@ -334,12 +483,16 @@ NOTES = """## How stable mAP@all gets its speed on CPU, and what was tried
 
 def markdown(results: dict) -> str:
     lines = ["# Metrics speed (written by `python -m benchmarks.bench_metrics`)", "",
+             "Commands: `python -m benchmarks.bench_metrics --repeats 5` (MIRFlickr and NUS-WIDE sizes) and",
+             "`python -m benchmarks.bench_metrics --scale` (memory-mapped 1M / 3M / 10M items).", "",
              "Best of the stated rounds; in each round every contender runs once (round-robin), so load",
              "from other processes on a shared machine hits all alike. Ours at 1 torch thread unless the",
-             "key ends in `_all_threads`; the numpy reference and floor are single-threaded, and the",
-             "reference is also timed with numpy's BLAS on all threads (`numpy_reference_loop_s_blas_all_threads`,",
-             "MIRFlickr size): the all-threads speed-ups divide the faster of its two times.", ""]
+             "key ends in `_all_threads` (faiss then gets the same threads); the numpy reference and floor",
+             "are single-threaded.", ""]
     for device, section in results.items():
+        if device.endswith("_scale"):
+            lines += scale_markdown(section)
+            continue
         lines += [f"## {device}: {section['environment'].get('gpu', section['environment']['machine'])}, "
                   f"{section['environment']['cpu_count']} CPUs, load average at start {section['environment']['load_average_at_start']}", ""]
         if "provenance" in section["environment"]:
@@ -350,13 +503,46 @@ def markdown(results: dict) -> str:
             lines += [f"### {name}: {part['size']}", ""]
             for key, text in HEADLINES:
                 for suffix, label in (("", "1 thread"), ("_all_threads", "all threads")):
-                    value = part.get(key + suffix, part.get(key + suffix + "_extrapolated"))
+                    value = part.get(key + suffix)
                     if value is not None:
                         lines.append(f"- {text}, {label}: **{value:.2f}**")
+            rows = [(text, part[key], part.get(key + "_all_threads")) for key, text in PER_METRIC if key in part]
+            if rows:
+                lines += ["", "| metric | 1 thread | all threads |", "|---|---:|---:|"]
+                lines += [f"| {text} | {one * 1e3:.1f} ms | " + (f"{all_ * 1e3:.1f} ms |" if all_ is not None else "|")
+                          for text, one, all_ in rows]
             lines += ["", "| measure | value |", "|---|---|"]
             lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in part.items() if k != "size"]
             lines.append("")
     return "\n".join(lines + [NOTES])
+
+
+def scale_markdown(section: dict) -> list[str]:
+    env = section["environment"]
+    lines = [f"## Scale: {env['machine']}, {env['cpu_count']} CPUs, load average at start {env['load_average_at_start']}", "",
+             section["scale"]["data"] + ".", "",
+             "Per size, each in a fresh process: `evaluate_hashing` of 2,000 queries (stable and tie-aware mAP@all,",
+             "mAP@50/1000/5000 in all four variants, P@10/100/1000, precision within radius 2) against the",
+             "memory-mapped database, its peak RSS (the whole process: interpreter, torch, page cache of the",
+             "mapped files it touched), and the floor: numpy XOR + popcount of every pair on packed codes,",
+             "one thread, tiled (8 queries x 32K items) so its temporaries stay in cache; also untiled (a",
+             "chunk of queries against all items at once, as in the MIRFlickr row's floor). CPU ratio:",
+             "ours' CPU time (all threads) over the tiled floor's, what the wall ratio is on 1 idle core",
+             "(2 idle cores halve ours). Targets on 2 cores: peak memory < 2 GB, time <= 1.5x the floor.", "",
+             "| items | threads | evaluate_hashing | floor tiled / untiled | ratio to floor tiled / untiled | CPU ratio | peak RSS | mAP | tie-aware mAP |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in section["scale"]["rows"]:
+        lines.append(f"| {row['items']:,} | {row['threads']} | {row['ours_evaluate_hashing_s']:.1f} s | "
+                     f"{row['floor_s']:.1f} / {row['floor_untiled_s']:.1f} s | **{row['ratio_to_floor']:.2f}** / "
+                     f"{row['ratio_to_untiled_floor']:.2f} | {row['cpu_ratio_to_floor']:.2f} | {row['peak_rss_mib']:.0f} MiB | "
+                     f"{row['map']:.4f} | {row['map_tie_aware']:.4f} |")
+    checks = [row for row in section["scale"]["rows"] if "kernel_equals_torch_backend_on_16_queries" in row]
+    if checks:
+        lines += ["", f"At {checks[0]['items']:,} items the kernel's numbers equal the torch backend's on 16 queries to the "
+                  f"last bit: {checks[0]['kernel_equals_torch_backend_on_16_queries']}."]
+    if "note" in section["scale"]:
+        lines += ["", section["scale"]["note"]]
+    return lines + [""]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,9 +552,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="torch threads for the '_all_threads' timings (1 skips them); default: torch's own")
     parser.add_argument("--skip-nus", action="store_true", help="only the MIRFlickr size")
+    parser.add_argument("--scale", action="store_true", help="the memory-mapped scale table instead")
+    parser.add_argument("--scale-sizes", type=int, nargs="+", default=list(SCALE_SIZES))
+    parser.add_argument("--scale-threads", type=int, nargs="+", default=[2])
+    parser.add_argument("--data-dir", type=Path, default=SCALE_DATA, help="where the scale benchmark's .npy files live")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for metrics.json / metrics.md")
     parser.add_argument("--nus-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reference-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--scale-child", choices=("ours", "floor"), help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--total", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.reference_child:
         problem, _ = mirflickr_problem()
@@ -377,16 +570,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.nus_child:
         print(json.dumps(nus_child(args.device, args.repeats, args.threads)))
         return 0
+    if args.scale_child:
+        print(json.dumps(scale_child(args.data_dir, args.n, args.total, args.threads, args.scale_child)))
+        return 0
     device = torch.device(args.device)
-    section = {"environment": environment(device), "mirflickr": bench_mirflickr(device, args.repeats, args.threads)}
-    print(json.dumps(section["mirflickr"], indent=1), flush=True)
-    if not args.skip_nus:
-        section["nus_wide"] = bench_nus(device, args.repeats, args.threads)
-        print(json.dumps(section["nus_wide"], indent=1))
     args.results.mkdir(parents=True, exist_ok=True)
     path = args.results / "metrics.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results[device.type] = section  # other devices' sections (e.g. a CUDA run elsewhere) are kept
+    if args.scale:
+        key = f"{device.type}_scale"
+        results[key] = {"environment": environment(device), "scale": bench_scale(args.data_dir, args.scale_sizes, args.scale_threads)}
+    else:
+        section = {"environment": environment(device), "mirflickr": bench_mirflickr(device, args.repeats, args.threads)}
+        print(json.dumps(section["mirflickr"], indent=1), flush=True)
+        if not args.skip_nus:
+            section["nus_wide"] = bench_nus(device, args.repeats, args.threads)
+            print(json.dumps(section["nus_wide"], indent=1))
+        results[device.type] = section  # other devices' sections (e.g. a CUDA run elsewhere) are kept
     path.write_text(json.dumps(results, indent=1) + "\n")
     (args.results / "metrics.md").write_text(markdown(results) + "\n")
     return 0

@@ -41,7 +41,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .ranking import _chunks, _prepare
+from .engine import dense_inputs as _prepare, query_chunks as _chunks
 
 TIES = ("first", "last")
 METRICS = ("dot", "cosine", "hamming")

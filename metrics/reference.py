@@ -62,14 +62,19 @@ def reference_average_precisions_at_k(query_codes, retrieval_codes, query_labels
     return aps
 
 
-def reference_precision_at_k(query_codes, retrieval_codes, query_labels, retrieval_labels, ks) -> np.ndarray:
-    """Mean precision@k for each k, stable ties."""
+def reference_precisions_at_k(query_codes, retrieval_codes, query_labels, retrieval_labels, ks) -> np.ndarray:
+    """Per-query precision@k (n_q, len(ks)), stable ties."""
     out = np.zeros((len(query_codes), len(ks)))
     for i in range(len(query_codes)):
         _, relevant, order = _relevance_and_order(query_codes[i], retrieval_codes, query_labels[i], retrieval_labels)
         for j, k in enumerate(ks):
             out[i, j] = relevant[order][:k].sum() / k
-    return out.mean(0)
+    return out
+
+
+def reference_precision_at_k(query_codes, retrieval_codes, query_labels, retrieval_labels, ks) -> np.ndarray:
+    """Mean precision@k for each k, stable ties."""
+    return reference_precisions_at_k(query_codes, retrieval_codes, query_labels, retrieval_labels, ks).mean(0)
 
 
 def reference_tie_aware_average_precisions(query_codes, retrieval_codes, query_labels, retrieval_labels) -> np.ndarray:
@@ -102,4 +107,20 @@ def reference_radius_counts(query_codes, retrieval_codes, query_labels, retrieva
         distance, relevant, _ = _relevance_and_order(query_codes[i], retrieval_codes, query_labels[i], retrieval_labels)
         ball = distance <= radius
         out[i] = ball.sum(), (ball & relevant).sum(), relevant.sum()
+    return out
+
+
+def reference_evaluate_per_query(query_codes, retrieval_codes, query_labels, retrieval_labels, map_ks, precision_ks,
+                                 radius: int) -> dict[str, np.ndarray]:
+    """Every key of metrics.evaluate_hashing_per_query, from the loops above (cutoffs must not
+    exceed the database)."""
+    problem = (query_codes, retrieval_codes, query_labels, retrieval_labels)
+    out = {"map": reference_average_precisions(*problem), "map_tie_aware": reference_tie_aware_average_precisions(*problem)}
+    for k in map_ks:
+        for variant in ("topk", "trec", "hashnet", "calc_map_k"):
+            out[f"map_at_{k}_{variant}"] = reference_average_precisions_at_k(*problem, k, variant)
+    for k in precision_ks:
+        out[f"p_at_{k}"] = reference_precisions_at_k(*problem, [k])[:, 0]
+    counts = reference_radius_counts(*problem, radius)
+    out[f"p_within_r{radius}"] = np.where(counts[:, 0] > 0, counts[:, 1] / np.maximum(counts[:, 0], 1), 0.0)
     return out

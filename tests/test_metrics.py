@@ -13,11 +13,12 @@ import pytest
 import torch
 
 import metrics
-from metrics import fused
+from metrics import counting, engine, sorting
 from metrics import reference as ref
 
-# Stable Hamming mAP has two CPU implementations (torch sort, fused numba kernel): test both.
-BACKENDS = ["torch", pytest.param("fused", marks=pytest.mark.skipif(not fused.available(), reason="numba not installed"))]
+# Every Hamming metric has two CPU implementations (the torch backend, the counting kernel): test both.
+needs_numba = pytest.mark.skipif(not counting.available(), reason="numba not installed")
+BACKENDS = ["torch", pytest.param("fused", marks=needs_numba)]
 
 
 def random_problem(seed: int, n_query=25, n_retrieval=300, bits=6, n_labels=5, label_rate=0.15):
@@ -56,21 +57,22 @@ def test_hand_example_map_stable_and_tie_aware(backend):
     ap = metrics.mean_average_precision(*HAND, per_query=True, backend=backend)
     assert ap.tolist() == pytest.approx([53 / 90, 0.0, 1 / 4], abs=1e-15)
     assert float(metrics.mean_average_precision(*HAND, backend=backend)) == pytest.approx((53 / 90 + 1 / 4) / 3, abs=1e-15)
-    tie = metrics.mean_average_precision(*HAND, per_query=True, ties="tie-aware")
+    tie = metrics.mean_average_precision(*HAND, per_query=True, ties="tie-aware", backend=backend)
     assert tie.tolist() == pytest.approx([29 / 45, 0.0, 9 / 40], abs=1e-15)
 
 
-def test_hand_example_map_at_k_variants():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hand_example_map_at_k_variants(backend):
     # k = 3. q0's top 3: r1 N, r4 R, r0 R -> precisions at hits 1/2, 2/3, sum 7/6, 2 hits, R = 3.
     # q1: no relevant item. q2: top 3 = r2, r0, r3, no hit (its one relevant item is 4th).
     def at_k(k, variant):
-        return metrics.mean_average_precision_at_k(*HAND, k, variant=variant, per_query=True).tolist()
+        return metrics.mean_average_precision_at_k(*HAND, k, variant=variant, per_query=True, backend=backend).tolist()
 
     assert at_k(3, "topk") == pytest.approx([7 / 12, 0, 0], abs=1e-15)  # (7/6) / 2 hits
     assert at_k(3, "trec") == pytest.approx([7 / 18, 0, 0], abs=1e-15)  # (7/6) / R=3
     hashnet = at_k(3, "hashnet")  # queries without a hit in the top 3 are dropped
     assert hashnet[0] == pytest.approx(7 / 12, abs=1e-15) and math.isnan(hashnet[1]) and math.isnan(hashnet[2])
-    mean_hashnet = float(metrics.mean_average_precision_at_k(*HAND, 3, variant="hashnet"))
+    mean_hashnet = float(metrics.mean_average_precision_at_k(*HAND, 3, variant="hashnet", backend=backend))
     assert mean_hashnet == pytest.approx(7 / 12, abs=1e-15)  # vs topk mean 7/36
     # calc_map_k, k = 2: the first min(2, R) relevant items wherever they rank:
     # q0 positions 2, 3 -> (1/2 + 2/3) / 2 = 7/12; q1 -> 0; q2 position 4 -> 1/4 (topk@2 gives 0).
@@ -78,29 +80,31 @@ def test_hand_example_map_at_k_variants():
     assert at_k(2, "topk") == pytest.approx([1 / 2, 0, 0], abs=1e-15)  # q0 top 2: r1 N, r4 R
 
 
-def test_hand_example_precision_radius_and_pr():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hand_example_precision_radius_and_pr(backend):
     # P@1: r1 (N), none, r2 (N) -> 0. P@3: q0 2/3, others 0 -> 2/9.
-    assert metrics.precision_at_k(*HAND, [1, 3]).tolist() == pytest.approx([0, 2 / 9], abs=1e-15)
+    assert metrics.precision_at_k(*HAND, [1, 3], backend=backend).tolist() == pytest.approx([0, 2 / 9], abs=1e-15)
     # radius 1: q0 ball {r1,r4,r0,r3} 2 relevant -> 1/2; q1 same ball, 0 relevant; q2 {r2,r0,r3} -> 0.
-    assert float(metrics.precision_within_radius(*HAND, 1)) == pytest.approx(1 / 6, abs=1e-15)
+    assert float(metrics.precision_within_radius(*HAND, 1, backend=backend)) == pytest.approx(1 / 6, abs=1e-15)
     # radius 0, micro: pairs within r=0: q0 {r1,r4} 1 rel, q1 {r1,r4} 0, q2 {r2} 0 -> 1/5;
     # recall: 1 of all 3 + 0 + 1 relevant pairs -> 1/4.
-    micro = metrics.pr_curve(*HAND, average="micro")
+    micro = metrics.pr_curve(*HAND, average="micro", backend=backend)
     assert float(micro.precision[0]) == pytest.approx(1 / 5) and float(micro.recall[0]) == pytest.approx(1 / 4)
     # macro at r=0: precision mean(1/2, 0, 0) = 1/6; recall mean(1/3, 0 (R=0), 0) = 1/9.
-    macro = metrics.pr_curve(*HAND, average="macro")
+    macro = metrics.pr_curve(*HAND, average="macro", backend=backend)
     assert float(macro.precision[0]) == pytest.approx(1 / 6) and float(macro.recall[0]) == pytest.approx(1 / 9)
     assert float(micro.recall[-1]) == 1.0 and micro.radius.tolist() == [0, 1, 2]
 
 
-def test_empty_ball_precision_is_documented_choice():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_ball_precision_is_documented_choice(backend):
     q = np.array([[1, 1, 1, 1]], dtype=np.float32)
     r = -np.ones((3, 4), dtype=np.float32)  # all at distance 4: every ball of radius < 4 is empty
     labels = np.ones((1, 1)), np.ones((3, 1))
-    assert float(metrics.precision_within_radius(q, r, *labels, 2)) == 0.0
-    nan_macro = metrics.pr_curve(q, r, *labels, average="macro", empty_precision=float("nan"))
+    assert float(metrics.precision_within_radius(q, r, *labels, 2, backend=backend)) == 0.0
+    nan_macro = metrics.pr_curve(q, r, *labels, average="macro", empty_precision=float("nan"), backend=backend)
     assert math.isnan(float(nan_macro.precision[0])) and float(nan_macro.precision[4]) == 1.0
-    assert float(metrics.pr_curve(q, r, *labels).precision[0]) == 0.0
+    assert float(metrics.pr_curve(q, r, *labels, backend=backend).precision[0]) == 0.0
 
 
 # ---- against the numpy reference --------------------------------------------------------------
@@ -115,40 +119,60 @@ def test_stable_map_equals_reference(seed, chunk_size):
     assert float(metrics.mean_average_precision(*problem)) == pytest.approx(expected.mean(), abs=1e-13)
 
 
-@pytest.mark.skipif(not fused.available(), reason="numba not installed")
+@needs_numba
 @pytest.mark.parametrize("shape", [
     (25, 300, 6, 5),      # heavy ties; 25 queries: the last group of four is partial
-    (4, 1000, 64, 64),    # one code word, one label word: the four-query kernel
-    (3, 700, 65, 65),     # two code words and two label words: the general kernel
+    (4, 1000, 64, 64),    # one code word, one label word: the four-query layout
+    (3, 700, 65, 65),     # two code words and two label words: the general layout
     (1, 50, 1, 1),        # a single query, a single bit
 ])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_stable_map_equals_reference(shape, threads):
+@pytest.mark.parametrize("block_size", [None, 64])  # 64: the two-phase (histograms, then scores) path
+def test_kernel_gives_every_metric_of_the_reference(shape, threads, block_size):
     n_query, n_retrieval, bits, n_labels = shape
     q, r, ql, rl = random_problem(21, n_query, n_retrieval, bits, n_labels, label_rate=0.05)
     r[10:40] = r[3]  # a block of exact ties
-    expected = ref.reference_average_precisions(q, r, ql, rl)
-    got = fused.stable_average_precisions(*(torch.from_numpy(x) for x in (q, r, ql, rl)), threads).numpy()
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13)
+    map_ks, precision_ks = [k for k in (1, 7, 40, 300) if k <= n_retrieval], [k for k in (5, 50) if k <= n_retrieval]
+    expected = ref.reference_evaluate_per_query(q, r, ql, rl, map_ks, precision_ks, radius=min(2, bits))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = metrics.evaluate_hashing_per_query(q, r, ql, rl, map_ks=map_ks, precision_ks=precision_ks, radius=min(2, bits),
+                                                 backend="fused", block_size=block_size)
+    finally:
+        torch.set_num_threads(previous)
+    assert got.keys() == expected.keys()
+    for key, values in expected.items():
+        np.testing.assert_allclose(got[key].numpy(), values, rtol=0, atol=1e-12 if key == "map_tie_aware" else 1e-13,
+                                   err_msg=key)  # NaNs (hashnet) must match too
 
 
-@pytest.mark.skipif(not fused.available(), reason="numba not installed")
-def test_fused_from_several_python_threads_at_once():
+@needs_numba
+def test_kernel_from_several_python_threads_at_once():
     from concurrent.futures import ThreadPoolExecutor
 
     problem = random_problem(22, n_query=40, n_retrieval=3000, bits=32)
-    expected = float(metrics.mean_average_precision(*problem, backend="torch"))
+    expected = metrics.evaluate_hashing(*problem, backend="torch", map_ks=(100,), precision_ks=(10,))
     with ThreadPoolExecutor(4) as pool:
-        got = list(pool.map(lambda _: float(metrics.mean_average_precision(*problem, backend="fused")), range(12)))
-    assert got == pytest.approx([expected] * 12, abs=1e-13)
+        got = list(pool.map(lambda _: metrics.evaluate_hashing(*problem, backend="fused", map_ks=(100,), precision_ks=(10,)),
+                            range(12)))
+    assert all(out == expected for out in got)
 
 
-def test_backend_auto_falls_back_and_fused_refuses_what_it_cannot_do():
+def test_auto_takes_the_kernel_on_cpu_and_torch_for_cosine(monkeypatch):
+    ran = []
+    for module in (counting, sorting):
+        original = module.partials
+        monkeypatch.setattr(module, "partials", lambda *a, _f=original, _name=module.__name__, **k: ran.append(_name) or _f(*a, **k))
     problem = random_problem(4)
-    torch_tie = metrics.mean_average_precision(*problem, ties="tie-aware", backend="torch")
-    assert float(metrics.mean_average_precision(*problem, ties="tie-aware")) == float(torch_tie)  # auto -> torch
-    with pytest.raises(ValueError, match="backend='fused' cannot be used: it computes stable-tie Hamming mAP only"):
-        metrics.mean_average_precision(*problem, ties="tie-aware", backend="fused")
+    metrics.mean_average_precision(*problem, ties="tie-aware")
+    metrics.evaluate_hashing(*problem, map_ks=(5,), precision_ks=(5,))
+    metrics.mean_average_precision(*problem, metric="cosine")
+    kernel = ["metrics.counting"] if counting.available() else ["metrics.sorting"]
+    assert ran == kernel + kernel + ["metrics.sorting"]
+    if counting.available():
+        with pytest.raises(ValueError, match=r"backend='fused' cannot be used: it ranks by Hamming distance only"):
+            metrics.mean_average_precision(*problem, metric="cosine", backend="fused")
     with pytest.raises(ValueError, match="backend must be 'auto', 'torch' or 'fused'"):
         metrics.mean_average_precision(*problem, backend="numba")
 
@@ -168,7 +192,7 @@ def run_in_fresh_interpreter(code: str) -> list[str]:
     return done.stdout.strip().splitlines()
 
 
-@pytest.mark.skipif(not fused.available() or (os.cpu_count() or 1) < 2,
+@pytest.mark.skipif(not counting.available() or (os.cpu_count() or 1) < 2,
                     reason="needs numba and 2+ cores (with one core the OpenMP default is already 1)")
 def test_fused_call_leaves_torchs_thread_count_as_the_caller_set_it():
     # Starting numba's OpenMP pool resets the libgomp thread count that torch reports; the first
@@ -186,8 +210,8 @@ def test_without_numba_auto_uses_torch_and_fused_says_why():
     value, message = run_in_fresh_interpreter(
         "import sys; sys.modules['numba'] = None\n"
         "import numpy as np, metrics\n"
-        "from metrics import fused\n" + TINY_PROBLEM +
-        "assert not fused.available()\n"
+        "from metrics import counting\n" + TINY_PROBLEM +
+        "assert not counting.available()\n"
         "print(float(metrics.mean_average_precision(q, r, ql, rl)))\n"
         "try:\n"
         "    metrics.mean_average_precision(q, r, ql, rl, backend='fused')\n"
@@ -210,12 +234,13 @@ def test_stable_map_equals_reference_on_the_wide_key_path(backend):
                                ref.reference_average_precisions(q, r, ql, rl), rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variant", metrics.MAP_AT_K_VARIANTS)
 @pytest.mark.parametrize("k", [1, 17, 300])
-def test_map_at_k_equals_reference(variant, k):
+def test_map_at_k_equals_reference(variant, k, backend):
     problem = random_problem(4)
     expected = ref.reference_average_precisions_at_k(*problem, k, variant)
-    got = metrics.mean_average_precision_at_k(*problem, k, variant=variant, per_query=True, chunk_size=6).numpy()
+    got = metrics.mean_average_precision_at_k(*problem, k, variant=variant, per_query=True, chunk_size=6, backend=backend).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-13)  # NaNs must match too
 
 
@@ -225,44 +250,51 @@ def test_map_at_k_calc_map_k_with_large_k_is_map_at_all():
     np.testing.assert_allclose(metrics.mean_average_precision_at_k(*problem, 300, variant="calc_map_k", per_query=True), full)
 
 
-def test_tie_aware_equals_reference_formula_and_many_label_words():
-    # 70 labels -> three 31-bit words in the relevance bit masks.
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tie_aware_equals_reference_formula_and_many_label_words(backend):
+    # 70 labels -> three 31-bit words in the torch backend's masks, two 64-bit words in the kernel's.
     problem = random_problem(6, n_labels=70, label_rate=0.02)
-    np.testing.assert_allclose(metrics.mean_average_precision(*problem, per_query=True, ties="tie-aware").numpy(),
+    np.testing.assert_allclose(metrics.mean_average_precision(*problem, per_query=True, ties="tie-aware", backend=backend).numpy(),
                                ref.reference_tie_aware_average_precisions(*problem), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(metrics.mean_average_precision(*problem, per_query=True).numpy(),
+    np.testing.assert_allclose(metrics.mean_average_precision(*problem, per_query=True, backend=backend).numpy(),
                                ref.reference_average_precisions(*problem), rtol=0, atol=1e-13)
 
 
-def test_precision_at_k_and_radius_equal_reference():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_precision_at_k_and_radius_equal_reference(backend):
     problem = random_problem(7)
     ks = [1, 5, 50, 300]
-    np.testing.assert_allclose(metrics.precision_at_k(*problem, ks, chunk_size=4).numpy(),
+    np.testing.assert_allclose(metrics.precision_at_k(*problem, ks, chunk_size=4, backend=backend).numpy(),
                                ref.reference_precision_at_k(*problem, ks), rtol=0, atol=1e-13)
     counts = ref.reference_radius_counts(*problem, 2)
     expected = np.where(counts[:, 0] > 0, counts[:, 1] / np.maximum(counts[:, 0], 1), 0.0)
-    np.testing.assert_allclose(metrics.precision_within_radius(*problem, 2, per_query=True).numpy(), expected, atol=1e-15)
-    micro = metrics.pr_curve(*problem)
+    np.testing.assert_allclose(metrics.precision_within_radius(*problem, 2, per_query=True, backend=backend).numpy(),
+                               expected, atol=1e-15)
+    micro = metrics.pr_curve(*problem, backend=backend)
     assert float(micro.precision[2]) == pytest.approx(counts[:, 1].sum() / counts[:, 0].sum())
     assert float(micro.recall[2]) == pytest.approx(counts[:, 1].sum() / counts[:, 2].sum())
 
 
-@pytest.mark.parametrize("chunk_size", [None, 4])  # 4: scratch buffers reused, last chunk shorter
-def test_evaluate_hashing_matches_the_single_metric_functions(chunk_size):
+@pytest.mark.parametrize("backend, chunk_size", [("torch", None), ("torch", 4), pytest.param("fused", None, marks=needs_numba)])
+def test_evaluate_hashing_matches_the_single_metric_functions(backend, chunk_size):
+    # chunk_size 4: scratch buffers reused, last chunk shorter. Equal to the last bit: every
+    # function reads the same integers.
     problem = random_problem(8)
-    out = metrics.evaluate_hashing(*problem, map_ks=(20, 5000), precision_ks=(10,), radius=2, chunk_size=chunk_size)
+    options = dict(backend=backend, chunk_size=chunk_size)
+    out = metrics.evaluate_hashing(*problem, map_ks=(20, 5000), precision_ks=(10,), radius=2, **options)
     assert "map_at_5000_topk" not in out  # cutoffs beyond the 300-item database are left out
-    assert out["map"] == pytest.approx(float(metrics.mean_average_precision(*problem)), abs=1e-13)
-    assert out["map_tie_aware"] == pytest.approx(float(metrics.mean_average_precision(*problem, ties="tie-aware")), abs=1e-13)
+    assert out["map"] == float(metrics.mean_average_precision(*problem, **options))
+    assert out["map_tie_aware"] == float(metrics.mean_average_precision(*problem, ties="tie-aware", **options))
     for variant in metrics.MAP_AT_K_VARIANTS:
-        single = float(metrics.mean_average_precision_at_k(*problem, 20, variant=variant))
-        assert out[f"map_at_20_{variant}"] == pytest.approx(single, abs=1e-13)
-    assert out["p_at_10"] == pytest.approx(float(metrics.precision_at_k(*problem, [10])[0]), abs=1e-13)
-    assert out["p_within_r2"] == pytest.approx(float(metrics.precision_within_radius(*problem, 2)), abs=1e-13)
+        assert out[f"map_at_20_{variant}"] == float(metrics.mean_average_precision_at_k(*problem, 20, variant=variant, **options))
+    assert out["p_at_10"] == float(metrics.precision_at_k(*problem, [10], **options)[0])
+    assert out["p_within_r2"] == float(metrics.precision_within_radius(*problem, 2, **options))
     assert all(isinstance(v, float) for v in out.values())
-    per_query = metrics.evaluate_hashing_per_query(*problem, map_ks=(20,), precision_ks=(10,), chunk_size=chunk_size)
-    np.testing.assert_allclose(per_query["map"], ref.reference_average_precisions(*problem), rtol=0, atol=1e-13)
-    np.testing.assert_allclose(per_query["map_tie_aware"], ref.reference_tie_aware_average_precisions(*problem), rtol=0, atol=1e-12)
+    per_query = metrics.evaluate_hashing_per_query(*problem, map_ks=(20,), precision_ks=(10,), **options)
+    expected = ref.reference_evaluate_per_query(*problem, (20,), (10,), radius=2)
+    assert per_query.keys() == expected.keys()
+    for key, values in expected.items():
+        np.testing.assert_allclose(per_query[key], values, rtol=0, atol=1e-12, err_msg=key)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -342,7 +374,13 @@ def test_zero_one_and_bool_codes_equal_pm1_codes():
     q, r, ql, rl = random_problem(13)
     pm1 = metrics.mean_average_precision(q, r, ql, rl, per_query=True)
     np.testing.assert_array_equal(metrics.mean_average_precision((q > 0).astype(np.uint8), r > 0, ql, rl, per_query=True), pm1)
-    assert metrics.hamming_distance(metrics.as_pm1(q), metrics.as_pm1(r)).dtype == torch.int32
+
+
+def test_hamming_distance_counts_the_differing_bits():
+    q, r, _, _ = random_problem(13, bits=37)
+    distance = metrics.hamming_distance(metrics.as_pm1(q), metrics.as_pm1((r > 0).astype(np.uint8)))
+    assert distance.dtype == torch.int32 and distance.shape == (25, 300)
+    np.testing.assert_array_equal(distance.numpy(), (q[:, None, :] != r[None, :, :]).sum(-1))
 
 
 CODE_VALUE_SETS = [(1,), (-1,), (0,), (0, 1), (-1, 1), (-1, 0), (-1, 0, 1), (0.5, 1), (-1, 2), (0, 255), (1, 7),
@@ -454,9 +492,16 @@ def test_recall_at_k_cosine_against_brute_force():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_gives_the_cpu_numbers():
     problem = [torch.from_numpy(x) for x in random_problem(18, n_retrieval=2000, bits=16)]
-    cpu = metrics.evaluate_hashing(*problem, map_ks=(50,), precision_ks=(10,))
-    cuda = metrics.evaluate_hashing(*[x.cuda() for x in problem], map_ks=(50,), precision_ks=(10,))
-    assert cuda == pytest.approx(cpu, abs=1e-12, nan_ok=True)
-    # CUDA's torch sort path against the CPU default (the fused kernel where numba is installed).
-    per_query_cuda = metrics.mean_average_precision(*[x.cuda() for x in problem], per_query=True).cpu().numpy()
-    np.testing.assert_allclose(per_query_cuda, metrics.mean_average_precision(*problem, per_query=True).numpy(), rtol=0, atol=1e-13)
+    # The CUDA (torch) backend against the CPU default (the counting kernel where numba is
+    # installed): the same integers, so the same floats to the last bit.
+    cpu = metrics.evaluate_hashing_per_query(*problem, map_ks=(50,), precision_ks=(10,))
+    cuda = metrics.evaluate_hashing_per_query(*[x.cuda() for x in problem], map_ks=(50,), precision_ks=(10,))
+    assert cuda.keys() == cpu.keys()
+    for key in cpu:
+        assert cuda[key].device.type == "cuda"
+        np.testing.assert_array_equal(cuda[key].cpu().numpy(), cpu[key].numpy(), err_msg=key)
+    assert metrics.evaluate_hashing(*[x.cuda() for x in problem], map_ks=(50,), precision_ks=(10,), block_size=100) == \
+        pytest.approx(metrics.evaluate_hashing(*problem, map_ks=(50,), precision_ks=(10,)), abs=0, nan_ok=True)
+    cosine = [torch.randn(20, 8), torch.randn(500, 8), problem[2][:20], problem[3][:500]]
+    assert float(metrics.mean_average_precision(*[x.cuda() for x in cosine], metric="cosine")) == \
+        pytest.approx(float(metrics.mean_average_precision(*cosine, metric="cosine")), abs=1e-12)
