@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install demo test bench bench-scale tune-demo clean
+.PHONY: install demo test bench bench-scale tables tune-demo clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,6 @@ test: install
 bench: install
 	$(PY) -m pip install --quiet -e ".[test,bench]"
 	$(PY) -m benchmarks.bench_metrics
-	$(PY) -m benchmarks.bench_methods
 
 # 2,000 queries against memory-mapped databases of 1M / 3M / 10M items (~1 GB of .npy files
 # made once under $$TMPDIR); results in benchmarks/results/metrics.md.
@@ -37,11 +36,17 @@ bench-scale: install
 	$(PY) -m pip install --quiet -e ".[test,bench]"
 	$(PY) -m benchmarks.bench_metrics --scale
 
+# The comparison tables: every suite of benchmarks/fair/ (every method x 16/32/64 bits x 3 seeds,
+# the papers' defaults and the shared stopping rule) -> benchmarks/results/tables-<suite>.md.
+# Hours on 2 CPU cores (SSAH's paper schedule dominates); finished cells are reused from bench.db.
+tables: install
+	$(PY) -m benchmarks.tables --workers 2
+
 # Optuna study of SAM's margins on the demo data (validation split only); report in the output.
 tune-demo: install
 	$(PY) -m runners.tune --method sam --dataset synthetic-mirflickr --dataset-option n_items=5000 \
 	  --dataset-option n_query=500 --dataset-option n_train=2200 --dataset-option n_validation=300 \
-	  --override epochs=4 --bits 32 --trials 12
+	  --bits 32 --trials 12
 
 clean:
 	rm -rf $(VENV) mlflow.db mlruns mlartifacts optuna.db .pytest_cache

@@ -20,13 +20,15 @@ N_TEST = 80
 SMALL = "hidden = 256, common = 128, lr = 1e-3, max_epochs = 10"
 METHODS = {  # method -> overrides (small widths and budgets: a test, not the papers' settings)
     "dcmh": "max_epochs = 4, text_hidden = [128], batch_size = 64",
-    "ssah": "max_epochs = 2, semantic_dim = 64, label_hidden = 128, text_hidden = 128, label_passes = [1]",
     "dscmr": SMALL,
     "dscmr-hash": SMALL,
     "sam": SMALL.replace("max_epochs = 10", "max_epochs = 8"),
 }
-# DCMH's and SSAH's pairwise likelihoods stay at chance on instance targets (5 positives per row
-# among the pairs) within test budgets; the others learn. Reported; not hidden.
+# SSAH is not in this suite: on instance targets (one class per image, 200 here) its label network
+# gives fewer distinct codes than classes (8 at its default lr_label, 124 at 1e-3) and its fit
+# stops with GuideCollapseError instead of training its image and text nets to chance.
+# DCMH's pairwise likelihood stays at chance on instance targets (5 positives per row among the
+# pairs) within test budgets; the others learn. Reported; not hidden.
 LEARN = ("dscmr", "dscmr-hash", "sam")
 
 
