@@ -8,17 +8,18 @@ after training) and waits until <gate>/<label>.go exists (at most 120 s)."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from datasets import CrossModalData, Split
+from datasets import CrossModalData
 from datasets.registry import register as register_dataset
-from methods.base import Encoder, HashingMethod, sign_codes
+from methods.base import HashingMethod
 from methods.registry import register
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # plugin_parts beside this file
+from plugin_parts import PlaneProjection, blobs, ridge_projection  # noqa: E402
 
 
 def gate(name: str) -> None:
@@ -40,15 +41,16 @@ class GateConfig:
     ridge: float = 1.0
 
 
-class Projection(Encoder):
+class Projection(PlaneProjection):
     def __init__(self, bits, weights, planes, block, name):
-        self.bits, self.weights, self.planes, self.block, self.name = bits, weights, planes, block, name
+        super().__init__(bits, weights, planes)
+        self.block, self.name = block, name
 
     def encode(self, modality, features):
         if self.block == "encode":
             self.block = ""
             gate(self.name)
-        return sign_codes(torch.from_numpy(features @ self.weights[modality] @ self.planes))
+        return super().encode(modality, features)
 
 
 @register("gated-projection")
@@ -63,27 +65,13 @@ class GatedProjection(HashingMethod):
         cfg = self.config
         if cfg.block == "fit":
             gate(cfg.gate_name)
-        rng = np.random.default_rng(ctx.seed)
-        weights = {}
-        for m in ("image", "text"):
-            x = train.rows(m)
-            weights[m] = np.linalg.solve(x.T @ x + cfg.ridge * np.eye(x.shape[1]), x.T @ (train.labels - 0.5))
+        encoder = ridge_projection(train, bits, cfg.ridge, ctx.seed, Projection, block=cfg.block, name=cfg.gate_name)
         for step in range(cfg.epochs):
             time.sleep(cfg.seconds / max(cfg.epochs, 1))
             ctx.report(step, {"loss": 1.0 / (step + 1), "val_map": 0.5 + 0.01 * step})
-        return Projection(bits, weights, rng.standard_normal((train.labels.shape[1], bits)).astype(np.float32),
-                          cfg.block, cfg.gate_name)
+        return encoder
 
 
 @register_dataset("fault-blobs")
 def load_blobs(seed: int = 0) -> CrossModalData:
-    rng = np.random.default_rng(seed)
-    labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 300)]
-
-    def split(rows):
-        return Split((labels[rows] @ (3 * rng.standard_normal((3, 12))) + rng.standard_normal((len(rows), 12))).astype(np.float32),
-                     (labels[rows] @ (3 * rng.standard_normal((3, 6))) + rng.standard_normal((len(rows), 6))).astype(np.float32),
-                     labels[rows])
-
-    test = split(np.arange(200, 300))
-    return CrossModalData("fault-blobs", split(np.arange(150)), test, test, validation=split(np.arange(150, 200)))
+    return blobs("fault-blobs", seed)

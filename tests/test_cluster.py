@@ -28,17 +28,14 @@ from runners.tracking import Tracker
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = "xmodal-hash-bench"
 
-PLUGIN = '''
-"""A fast method that can be made slow (it sleeps in fit) and a small data set, in one file."""
+# A fast method that can be made slow (it sleeps in fit) and a small data set, in one file: the
+# shared plug-in parts, then the registrations.
+PLUGIN = (Path(__file__).resolve().parent / "plugin_parts.py").read_text() + '''
 import time
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from datasets import CrossModalData, Split
 from datasets.registry import register as register_dataset
-from methods.base import Encoder, HashingMethod, sign_codes
+from methods.base import HashingMethod
 from methods.registry import register
 
 
@@ -46,14 +43,6 @@ from methods.registry import register
 class SleepyConfig:
     ridge: float = 1.0
     sleep: float = 0.0  # seconds fit waits before it trains
-
-
-class Projection(Encoder):
-    def __init__(self, bits, weights, planes):
-        self.bits, self.weights, self.planes = bits, weights, planes
-
-    def encode(self, modality, features):
-        return sign_codes(torch.from_numpy(features @ self.weights[modality] @ self.planes))
 
 
 @register("sleepy-ridge")
@@ -66,25 +55,12 @@ class SleepyRidge(HashingMethod):
 
     def fit(self, train, bits, ctx):
         time.sleep(self.config.sleep)
-        rng = np.random.default_rng(ctx.seed)
-        weights = {}
-        for m in ("image", "text"):
-            x = train.rows(m)
-            weights[m] = np.linalg.solve(x.T @ x + self.config.ridge * np.eye(x.shape[1]), x.T @ (train.labels - 0.5))
-        return Projection(bits, weights, rng.standard_normal((train.labels.shape[1], bits)).astype(np.float32))
+        return ridge_projection(train, bits, self.config.ridge, ctx.seed)
 
 
 @register_dataset("sleepy-blobs")
 def load_blobs(seed: int = 0) -> CrossModalData:
-    rng = np.random.default_rng(seed)
-    labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 300)]
-
-    def split(rows):
-        return Split((labels[rows] @ (3 * rng.standard_normal((3, 12))) + rng.standard_normal((len(rows), 12))).astype(np.float32),
-                     (labels[rows] @ (3 * rng.standard_normal((3, 6))) + rng.standard_normal((len(rows), 6))).astype(np.float32),
-                     labels[rows])
-    test = split(np.arange(200, 300))
-    return CrossModalData("sleepy-blobs", split(np.arange(150)), test, test, validation=split(np.arange(150, 200)))
+    return blobs("sleepy-blobs", seed)
 '''
 
 SUITE = """

@@ -114,16 +114,13 @@ def test_a_split_module_edit_reruns_its_cells_and_reuses_the_others(tmp_path):
     assert sorted(r.dataset for r in finished) == ["generic", "generic", "synthetic-wiki"]
 
 
-PLUGIN = '''
-"""A method and a data set of one's own, in one file outside the repository."""
+# A method and a data set of one's own, in one file outside the repository: the shared plug-in
+# parts (a ridge regression to the labels, blobs), then the registrations.
+PLUGIN = (Path(__file__).resolve().parent / "plugin_parts.py").read_text() + '''
 from dataclasses import dataclass
 
-import numpy as np
-import torch
-
-from datasets import CrossModalData, Split
 from datasets.registry import register as register_dataset
-from methods.base import Encoder, HashingMethod, sign_codes
+from methods.base import HashingMethod
 from methods.registry import register
 
 
@@ -132,37 +129,17 @@ class ProjectionConfig:
     ridge: float = 1.0  # ours: a plain ridge regression to the labels
 
 
-class LabelProjection(Encoder):
-    def __init__(self, bits, weights, planes):
-        self.bits, self.weights, self.planes = bits, weights, planes
-
-    def encode(self, modality, features):
-        return sign_codes(torch.from_numpy(features @ self.weights[modality] @ self.planes))
-
-
 @register("toy-projection")
 class ToyProjection(HashingMethod):
     Config = ProjectionConfig
 
     def fit(self, train, bits, ctx):
-        rng = np.random.default_rng(ctx.seed)
-        weights = {}
-        for m in ("image", "text"):
-            x = train.rows(m)
-            weights[m] = np.linalg.solve(x.T @ x + self.config.ridge * np.eye(x.shape[1]), x.T @ (train.labels - 0.5))
-        return LabelProjection(bits, weights, rng.standard_normal((train.labels.shape[1], bits)).astype(np.float32))
+        return ridge_projection(train, bits, self.config.ridge, ctx.seed)
 
 
 @register_dataset("toy-blobs")
 def load_blobs(seed: int = 0) -> CrossModalData:
-    rng = np.random.default_rng(seed)
-    labels = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 300)]
-    def split(rows):
-        return Split((labels[rows] @ (3 * rng.standard_normal((3, 12))) + rng.standard_normal((len(rows), 12))).astype(np.float32),
-                     (labels[rows] @ (3 * rng.standard_normal((3, 6))) + rng.standard_normal((len(rows), 6))).astype(np.float32),
-                     labels[rows])
-    test = split(np.arange(200, 300))
-    return CrossModalData("toy-blobs", split(np.arange(150)), test, test, validation=split(np.arange(150, 200)))
+    return blobs("toy-blobs", seed)
 '''
 
 
