@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .tracking import TrackingError, _local_path, claim_state, holder
+from .tracking import TrackingError, local_store_path, claim_state, holder
 
 SPOOL_ENV = "XMH_SPOOL"
 ENTRY_FILE = "entry.json"
@@ -42,7 +42,7 @@ def spool_dir(uri: str, override: str | os.PathLike | None = None) -> Path:
     chosen = override or os.environ.get(SPOOL_ENV)
     if chosen:
         return Path(chosen).expanduser().resolve()
-    local = _local_path(uri)
+    local = local_store_path(uri)
     if local is not None:
         return local.parent / f"{local.name}.spool"
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", uri.split("://", 1)[-1]).strip("_")[:80]

@@ -108,7 +108,7 @@ def _store(uri: str) -> Iterator[None]:
         raise TrackingError(f"the MLflow store {uri} {fault}") from exc
 
 
-def _local_path(uri: str) -> Path | None:
+def local_store_path(uri: str) -> Path | None:
     """Return the file or folder of a local store (sqlite file, file: URI, plain path), or None."""
     if uri.startswith("sqlite:///"):
         return Path(uri.removeprefix("sqlite:///")).resolve()
@@ -123,7 +123,7 @@ def _local_path(uri: str) -> Path | None:
 def creation_lock(uri: str) -> Iterator[None]:
     """Hold an exclusive lock on `<store>.lock` beside a local store (no lock for a server: it
     creates its own tables once)."""
-    path = _local_path(uri)
+    path = local_store_path(uri)
     if path is None:
         yield
         return
