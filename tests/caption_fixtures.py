@@ -121,6 +121,16 @@ def clip_reference(folder: Path, split: str) -> dict:
 
 # -- SCAN layout --------------------------------------------------------------------------------
 
+def _scan_summary(ranks: np.ndarray) -> tuple:
+    """SCAN's closing lines of i2t / t2i: (R@1, R@5, R@10 in percent, medr, meanr) of 0-based ranks."""
+    r1 = 100.0 * len(np.where(ranks < 1)[0]) / len(ranks)
+    r5 = 100.0 * len(np.where(ranks < 5)[0]) / len(ranks)
+    r10 = 100.0 * len(np.where(ranks < 10)[0]) / len(ranks)
+    medr = np.floor(np.median(ranks)) + 1
+    meanr = ranks.mean() + 1
+    return (r1, r5, r10, medr, meanr)
+
+
 def scan_i2t(images: np.ndarray, sims: np.ndarray, kind: str = "quicksort") -> tuple:
     """SCAN's i2t: images (N, ...), sims (N, 5N)."""
     npts = images.shape[0]
@@ -133,12 +143,7 @@ def scan_i2t(images: np.ndarray, sims: np.ndarray, kind: str = "quicksort") -> t
             if tmp < rank:
                 rank = tmp
         ranks[index] = rank
-    r1 = 100.0 * len(np.where(ranks < 1)[0]) / len(ranks)
-    r5 = 100.0 * len(np.where(ranks < 5)[0]) / len(ranks)
-    r10 = 100.0 * len(np.where(ranks < 10)[0]) / len(ranks)
-    medr = np.floor(np.median(ranks)) + 1
-    meanr = ranks.mean() + 1
-    return (r1, r5, r10, medr, meanr)
+    return _scan_summary(ranks)
 
 
 def scan_t2i(images: np.ndarray, sims: np.ndarray, kind: str = "quicksort") -> tuple:
@@ -150,12 +155,7 @@ def scan_t2i(images: np.ndarray, sims: np.ndarray, kind: str = "quicksort") -> t
         for i in range(5):
             inds = np.argsort(sims[5 * index + i], kind=kind)[::-1]
             ranks[5 * index + i] = np.where(inds == index)[0][0]
-    r1 = 100.0 * len(np.where(ranks < 1)[0]) / len(ranks)
-    r5 = 100.0 * len(np.where(ranks < 5)[0]) / len(ranks)
-    r10 = 100.0 * len(np.where(ranks < 10)[0]) / len(ranks)
-    medr = np.floor(np.median(ranks)) + 1
-    meanr = ranks.mean() + 1
-    return (r1, r5, r10, medr, meanr)
+    return _scan_summary(ranks)
 
 
 def scan_evalrank(img_embs: np.ndarray, cap_embs: np.ndarray, fold5: bool = False, fold_captions: int = 5000,

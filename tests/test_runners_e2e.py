@@ -41,6 +41,15 @@ def store(tmp_path_factory):
     return uri, suite, tracker, first
 
 
+# The store fixture's grid as a suite file (the same cells: the CLI runs reuse the fixture's runs).
+TINY_SUITE = (
+    'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
+    'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
+    '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 3, text_hidden = [64] }\n'
+    '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { max_epochs = 1, text_hidden = [64] }\n'
+)
+
+
 def test_first_run_trains_every_cell_once(store):
     _, suite, tracker, first = store
     assert len(first.ran) == 8 and not first.reused and not first.failed
@@ -99,12 +108,7 @@ def test_compare_formats_and_references(store, tmp_path):
     uri, _, _, _ = store
     suite_file = tmp_path / "tiny.toml"
     import tomllib  # noqa: F401  (the suite is written back as TOML by hand)
-    suite_file.write_text(
-        'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
-        'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 3, text_hidden = [64] }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { max_epochs = 1, text_hidden = [64] }\n'
-    )
+    suite_file.write_text(TINY_SUITE)
     refs = tmp_path / "refs.toml"
     refs.write_text('[[reference]]\ndataset = "synthetic-wiki"\nmethod = "Oracle"\nsource = "made up for the test"\n'
                     'values = { i2t_8 = 0.9999 }\n')
@@ -284,12 +288,7 @@ def test_new_metric_fills_from_stored_codes_without_training(store, tmp_path):
     uri, suite, tracker, _ = store
     before = {r.run_id for r in tracker.runs(status=None)}
     suite_file = tmp_path / "tiny.toml"
-    suite_file.write_text(
-        'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
-        'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 3, text_hidden = [64] }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { max_epochs = 1, text_hidden = [64] }\n'
-    )
+    suite_file.write_text(TINY_SUITE)
     out = subprocess.run([sys.executable, "-m", "runners.compare", "--suite", str(suite_file), "--tracking-uri", uri,
                           "--experiment", "e2e", "--metric", "map_at_100_topk", "--format", "markdown"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -330,12 +329,7 @@ def test_figures_name_their_run_and_the_suite_figure_overlays_every_method(store
     with Image.open(root / "pr_curve.png") as png:  # 300 dpi: a 9.2 x 3.8 inch figure
         assert png.size[0] >= 2500 and round(png.info["dpi"][0]) == 300
     suite_file = tmp_path / "tiny.toml"
-    suite_file.write_text(
-        'name = "tiny"\nbits = [8, 16]\nseeds = [0, 1]\n[[datasets]]\nname = "synthetic-wiki"\n'
-        'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 50 }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH"\noverrides = { max_epochs = 3, text_hidden = [64] }\n'
-        '[[methods]]\nname = "dcmh"\nlabel = "DCMH-1ep"\noverrides = { max_epochs = 1, text_hidden = [64] }\n'
-    )
+    suite_file.write_text(TINY_SUITE)
     out = subprocess.run([sys.executable, "-m", "runners.compare", "--suite", str(suite_file), "--tracking-uri", uri,
                           "--experiment", "e2e", "--no-run", "--figures", str(tmp_path / "fig")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
