@@ -420,8 +420,9 @@ class _AttemptTracker:
     def start(self, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any]) -> str:
         return self._tracker.start(run_name, {**tags, **self._tags}, params)
 
-    def claim(self, run_key: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any], since: int = 0) -> Any:
-        return self._tracker.claim(run_key, run_name, {**tags, **self._tags}, params, since=since)
+    def claim(self, run_key: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any], since: int = 0,
+              on_reap: Any = None) -> Any:
+        return self._tracker.claim(run_key, run_name, {**tags, **self._tags}, params, since=since, on_reap=on_reap)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         if status == "FINISHED" and self._tracker.status(run_id) == "KILLED":

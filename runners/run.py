@@ -48,7 +48,7 @@ from .rescore import rescore, score_into
 from .spool import Entry, spool_dir, upload, upload_all
 from .suite import (DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, check_device, load_suite,
                     load_tuned, select)
-from .tracking import Tracker, TrackingError, holder, store_fault
+from .tracking import Tracker, TrackingError, holder, reaped_line, store_fault
 
 HELD, REUSED = "HELD", "REUSED"  # run_cell outcomes besides FINISHED / FAILED: another process holds / finished it
 STORE_FAULT = 3  # exit status when the store fails (bad input is 2)
@@ -122,8 +122,7 @@ def prepare_store(tracker: Tracker, spool: str | Path | None = None, console: Co
     root = spool_dir(tracker.uri, spool)
     upload_all(tracker, root, log=say)
     for record, why in (tracker.reap() if reap else []):
-        say(f"marked run {record.run_id} ({record.tags.get('label', '?')} {record.tags.get('bits', '?')}b seed "
-            f"{record.tags.get('seed', '?')}) KILLED: {why}")
+        say(reaped_line(record, why))
     return root
 
 
@@ -270,7 +269,9 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
                   **{f"data.preprocess.{k}": v for k, v in data.meta.preprocessing.items()},
                   **{f"stopping.{k}": v for k, v in dataclasses.asdict(cell.stopping).items()},
                   "bits": cell.bits, "seed": cell.seed, "method": cell.method.name, "dataset": cell.dataset.name}
-    claim = tracker.claim(key, title, tags, run_params, since=since)
+    log = reporter.log if reporter else (lambda message: None)
+    claim = tracker.claim(key, title, tags, run_params, since=since,
+                          on_reap=lambda record, why: log(reaped_line(record, why)))
     if not isinstance(claim, str):
         if claim.status == "FINISHED":
             return REUSED, f"{title}: finished by another process (run {claim.run_id}); not trained again"
@@ -278,7 +279,6 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
     run_id = claim
     root = spool_dir(tracker.uri, spool)
     entry = Entry(root, tracker.uri, tracker.experiment, key, run_id, title, tags, run_params, since=since)
-    log = reporter.log if reporter else (lambda message: None)
     live = [True]  # per-step values go to MLflow too, until the store fails once
 
     def on_report(step: int, values: Mapping[str, float]) -> None:

@@ -33,7 +33,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -170,6 +170,12 @@ def claim_state(record: RunRecord, now: float | None = None) -> str | None:
     return None
 
 
+def reaped_line(record: RunRecord, why: str) -> str:
+    """Return the console line for a run marked KILLED because its claim was dead."""
+    return (f"marked run {record.run_id} ({record.tags.get('label', '?')} {record.tags.get('bits', '?')}b seed "
+            f"{record.tags.get('seed', '?')}) KILLED: {why}")
+
+
 def holder(record: RunRecord) -> str:
     """Return who holds a claim: 'pid N on HOST' (and the Dask worker, if any)."""
     where = f"pid {record.tags.get('claim_pid', '?')} on {record.tags.get('claim_host', '?')}"
@@ -251,16 +257,20 @@ class Tracker:
         return reaped
 
     def claim(self, run_key: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any],
-              since: int = 0) -> str | RunRecord:
+              since: int = 0, on_reap: Callable[[RunRecord, str], None] | None = None) -> str | RunRecord:
         """Claim the cell `run_key`: return the id of a new RUNNING run that holds it (its heartbeat
         beating until `release`), or the record of the run that finished it (FINISHED runs started
-        before `since`, ms, do not count: --force) or holds it now."""
+        before `since`, ms, do not count: --force) or holds it now. A dead claim on the cell is
+        marked KILLED first and passed to `on_reap` (record, why) so the takeover is reported."""
         with self.guard():
             runs = self.runs_of(run_key)
             done = [r for r in runs if r.status == "FINISHED" and r.start_time >= since]
             if done:
                 return done[-1]
-            dead = {r.run_id for r, _ in self.reap([r for r in runs if r.status == "RUNNING"])}
+            reaped = self.reap([r for r in runs if r.status == "RUNNING"])
+            for record, why in reaped if on_reap else ():
+                on_reap(record, why)
+            dead = {r.run_id for r, _ in reaped}
             held = [r for r in runs if r.status == "RUNNING" and r.run_id not in dead]
             if held:
                 return held[0]
