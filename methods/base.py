@@ -9,6 +9,7 @@ FitRecord (steps run, best step, stop reason, seconds) to the Encoder they retur
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -185,6 +186,23 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
 
 
+# Config fields that count how long a fit trains: a value <= 0 trains nothing (a FINISHED run of an
+# untrained model, "selected epoch -1"), so it is refused before anything runs.
+TRAINING_LENGTH = re.compile(r"(max_)?(epochs|steps|passes|iterations|iters)|\w+_(epochs|steps|passes|iterations|iters)|eval_every")
+
+
+def check_training_lengths(method: str, config: Any) -> None:
+    """Raise ConfigError if a field of `config` counting epochs, steps or passes (TRAINING_LENGTH),
+    or an entry of such a tuple (passes per group), is an integer <= 0."""
+    for name, value in dataclasses.asdict(config).items():
+        if not TRAINING_LENGTH.fullmatch(name):
+            continue
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, int) and not isinstance(v, bool) and v <= 0:
+                raise ConfigError(f"method {method!r} field {name!r} is {value!r}; it counts how long the fit "
+                                  "trains and must be an integer >= 1")
+
+
 class HashingMethod(ABC):
     """Base class of registered methods. Subclasses set `Config` (a dataclass) and implement fit."""
 
@@ -211,7 +229,15 @@ class HashingMethod(ABC):
             )
         hints = typing.get_type_hints(cls.Config)
         values = {k: _coerce(v, hints[k], f"method {cls.name!r} field {k!r}") for k, v in overrides.items()}
-        return cls(dataclasses.replace(cls.Config(), **values))
+        config = dataclasses.replace(cls.Config(), **values)
+        check_training_lengths(cls.name, config)
+        cls.check_config(config)
+        return cls(config)
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Raise ConfigError naming the field if `config` breaks a method's own constraint (types
+        and training lengths are checked before); the default has none."""
 
     @classmethod
     def search_space(cls, trial: Any) -> dict[str, Any]:

@@ -17,7 +17,9 @@ and the discriminators learn BCE(D_v(F_v), 0) + BCE(D_v(F_L), 1), averaged over 
 Schedule (SSAH.py train, setting.py): every epoch e trains, in this order, the label net for
 10 + 5 passes, the discriminators for 1 + 1, the image net for 15 + 7 + 5 and the text net for
 15 + 7 + 5, pass group g at the net's starting rate x 10^(-(e + g) / 2); Epoch = 500. Here the
-same passes and rates (`*_passes`, `lr_decay`), with the shared stopping rule on top
+same passes and rates (`*_passes`, `lr_decay`; on sets under SSAH.py's 10,000 training items
+the epoch index of the rates advances by n / 10,000 per epoch, see `decay_reference_items`),
+with the shared stopping rule on top
 (methods.training): an epoch is 71 passes of ceil(n / 128) steps, validation once per epoch by
 default, the cap 500 epochs. The official code also cuts a pass group short when the net's
 full training loss rose since the last pass; those per-net stops are not reproduced: the shared
@@ -54,7 +56,7 @@ from torch.nn import functional as F
 
 from datasets import Split
 
-from .base import FitContext, HashingMethod, TorchEncoder, View, check_bits
+from .base import ConfigError, FitContext, HashingMethod, TorchEncoder, View, check_bits
 from .layers import Center, Discriminator, LocalResponseNorm2d, is_sparse, normal_init_, tower
 from .losses import label_similarity, pairwise_likelihood
 from .optim import adam, set_lr
@@ -99,6 +101,14 @@ class SSAHConfig:
     lr_text: float = 10 ** -3.5     # setting.py lr_txt starts at 10^-3.5
     lr_dis: float = 1e-3            # setting.py lr_dis starts at 10^-3
     lr_decay: float = 10 ** -0.5    # setting.py: each rate list steps by 10^-0.5 per epoch and per pass group
+    # SSAH.py indexes its rate lists by epoch, on MIRFlickr's 10,000 training items (setting.py
+    # TRAINING_SIZE). On a smaller set an epoch has fewer steps, so the same per-epoch decay
+    # leaves the text net a fraction of the official updates before its rate vanishes (Wikipedia:
+    # ~430 text steps per epoch instead of ~2,100; the sparse-tag text net then kept one code for
+    # every text). Ours: the rate index advances by min(1, n / decay_reference_items) per epoch,
+    # so each rate level gets at least an official epoch's worth of items; at 10,000 items or more
+    # it is SSAH.py's schedule. 0: one step per epoch whatever the size.
+    decay_reference_items: int = 10_000
     # Passes per epoch and pass group (SSAH.py train: k_lab_net / (idx + 1) for idx < 2,
     # k_dis_net = 1 for idx < 2, k_img_net / (idx + 1) and k_txt_net / (idx + 1) for idx < 3).
     label_passes: tuple[int, ...] = (10, 5)
@@ -167,7 +177,7 @@ class SSAH(HashingMethod):
     """SSAH: a label net guides image/text nets, with two discriminators; SSAH.py's schedule."""
 
     Config = SSAHConfig
-    version = "3"  # 3: official per-epoch passes and rates, label-net fix and collapse guard, shared stopping rule
+    version = "4"  # 4: rate decay per 10,000 items on smaller sets; 3: official passes and rates, label-net fix, guard
     trained_by_steps = True
 
     @classmethod
@@ -179,6 +189,13 @@ class SSAH(HashingMethod):
             "lr_text": trial.suggest_float("lr_text", 1e-5, 1e-3, log=True),
             "delta": trial.suggest_float("delta", 0.1, 10.0, log=True),
         }
+
+    @classmethod
+    def check_config(cls, config: SSAHConfig) -> None:
+        """Raise ConfigError if decay_reference_items is negative (0 means per epoch)."""
+        if config.decay_reference_items < 0:
+            raise ConfigError(f"method 'ssah' field 'decay_reference_items' is {config.decay_reference_items}; "
+                              "expected 0 (one rate step per epoch) or a training-set size >= 1")
 
     def fit(self, train: Split, bits: int, ctx: FitContext) -> TorchEncoder:
         bits = check_bits(bits)
@@ -214,10 +231,13 @@ class SSAH(HashingMethod):
         loop = TrainingLoop(ctx, nets, lambda: TorchEncoder(bits, code_nets, device),
                             steps_per_epoch=per_epoch * batches_per_pass(n, cfg.batch_size), schedule_epochs=cfg.max_epochs)
 
+        # The rate lists' index per epoch (see SSAHConfig.decay_reference_items).
+        index_per_epoch = 1.0 if cfg.decay_reference_items == 0 else min(1.0, n / cfg.decay_reference_items)
+
         def groups(counts: tuple[int, ...], opt: torch.optim.Optimizer, lr0: float, epoch: int) -> Iterator[torch.Tensor]:
-            """Yield the batches of an epoch's pass groups, group g at lr0 * lr_decay^(epoch + g)."""
+            """Yield the batches of an epoch's pass groups, group g at lr0 * lr_decay^(epoch * index_per_epoch + g)."""
             for g, count in enumerate(counts):
-                set_lr(opt, lr0 * cfg.lr_decay ** (epoch + g))
+                set_lr(opt, lr0 * cfg.lr_decay ** (epoch * index_per_epoch + g))
                 yield from loop.batches(n, cfg.batch_size, gen, passes=count)
 
         # Per-batch buffers of the label net's outputs on all items, as SSAH.py's var['feat_L'] / var['H'].

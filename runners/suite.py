@@ -21,7 +21,6 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
-import re
 import sys
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -40,9 +39,6 @@ SUITE_KEYS = {"name", "description", "bits", "seeds", "device", "datasets", "met
 # Codes longer than this are refused unless a suite raises its max_bits: 100,000 bits trained for
 # minutes and peaked at 11.5 GB, and such a length is nearly always a typo.
 MAX_BITS = 4096
-# Config fields that count how long a fit trains: a value <= 0 trains nothing (a FINISHED run of an
-# untrained model, "selected epoch -1"), so it is refused before anything runs.
-TRAINING_LENGTH = re.compile(r"(max_)?(epochs|steps|passes|iterations|iters)|\w+_(epochs|steps|passes|iterations|iters)|eval_every")
 DATASET_KEYS = {"name", "options", "preprocess"}
 METHOD_KEYS = {"name", "label", "overrides"}
 
@@ -161,15 +157,6 @@ def _max_bits(raw: Mapping[str, Any], source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SuiteError(f"{source}: max_bits must be a positive integer, got {value!r}")
     return value
-
-
-def check_training_lengths(method: str, params: Mapping[str, Any], where: str) -> None:
-    """Raise SuiteError if a config field counting epochs, steps or passes (see TRAINING_LENGTH)
-    is an integer <= 0."""
-    for name, value in params.items():
-        if TRAINING_LENGTH.fullmatch(name) and isinstance(value, int) and not isinstance(value, bool) and value <= 0:
-            raise SuiteError(f"{where}: method {method!r} field {name!r} is {value}; it counts how long the fit "
-                             "trains and must be an integer >= 1")
 
 
 def check_device(device: str, where: str) -> str:
@@ -297,7 +284,6 @@ def check_suite(suite: Suite) -> None:
             method = methods.create(m.name, m.overrides)
         except (methods.UnknownNameError, ConfigError) as exc:
             raise SuiteError(f"{suite.source}: {exc}") from None
-        check_training_lengths(m.name, method.params(), f"{suite.source}: methods ({m.label})")
 
 
 def load_suite(path: str | Path) -> Suite:

@@ -46,7 +46,7 @@ from methods.base import ConfigError, HashingMethod, check_bits
 from .cluster import StudyJob, add_cluster_arguments, cli_choices, cluster_spec, tune_on_cluster
 from .identity import fit_code_version, git_commit
 from .evaluation import validation_map
-from .suite import DatasetEntry, SuiteError, check_device, check_training_lengths
+from .suite import DatasetEntry, SuiteError, check_device
 from .tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -384,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_kv = lambda items, flag: {k: json.loads(v) for k, v in (_split_kv(i, flag) for i in items)}  # noqa: E731
         loader_opts = parse_kv(args.dataset_option, "--dataset-option")
         base = parse_kv(args.override, "--override")
-        check_training_lengths(args.method, cls.from_overrides(base).params(), "--override")
+        cls.from_overrides(base)  # checks the overrides (ConfigError names the field)
         if cls.search_space.__func__ is HashingMethod.search_space.__func__:
             raise ValueError(f"method {args.method!r} declares no search space")
         cluster = cluster_spec(cli_choices(args))

@@ -33,6 +33,8 @@ def test_grid_order_and_count():
     ({"methods": [{"name": "dcmh", "overides": {}}]}, r"methods\[0\]: unknown key 'overides' \(did you mean 'overrides'\?\)"),
     ({"methods": [{"name": "dcmh", "overrides": {"epoch": 1}}]}, r"unknown config field\(s\) \['epoch'\]; accepted: "),
     ({"methods": [{"name": "dcmh"}, {"name": "dcmh"}]}, r"method labels must be unique"),
+    ({"methods": [{"name": "dcmh", "overrides": {"max_epochs": 0}}]},
+     r"s\.toml: method 'dcmh' field 'max_epochs' is 0; it counts how long the fit trains and must be an integer >= 1"),
     ({"datasets": [{"name": "wiki", "options": {"protocl": "official"}}]},
      r"s\.toml: wiki: unknown option\(s\) \['protocl'\]; accepted: .*protocol"),
 ])
