@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install demo test bench bench-scale tables tune-demo clean
+.PHONY: install demo test bench bench-scale tables ablation tune-demo clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench-scale: install
 # Hours on 2 CPU cores (SSAH's paper schedule dominates); finished cells are reused from bench.db.
 tables: install
 	$(PY) -m benchmarks.tables --workers 2
+
+# SAM's ablations (benchmarks/ablation/): each variant minus full SAM with paired p-values ->
+# benchmarks/results/tables-sam-ablation-wiki.md. About 45 minutes on 2 CPU cores.
+ablation: install
+	$(PY) -m benchmarks.tables --suites benchmarks/ablation/sam-wiki.toml --ablation-of SAM --workers 2
 
 # Optuna study of SAM's margins on the demo data (validation split only); report in the output.
 tune-demo: install

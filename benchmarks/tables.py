@@ -13,7 +13,11 @@ to benchmarks/results/tables-<suite>[-tuned].md with
   over seeds × queries);
 - the random-ranking mAP of the data set (exact: the expected AP of a random order);
 - how every fit ended: steps run, the step kept, the stop reason, and fit seconds;
-- the proposed method against the best other method per column, as measured.
+- the proposed method against the best other method per column, as measured;
+- with --ablation-of LABEL (benchmarks/ablation/), every other method minus LABEL per column with
+  its paired p-value: which parts of the model measurably matter.
+
+    python -m benchmarks.tables --suites benchmarks/ablation/sam-wiki.toml --ablation-of SAM
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ import torch
 
 import metrics
 from runners.identity import git_commit
-from runners.leaderboard import Board, aggregate, build_board, load_references, markdown_table, suite_results, title
+from runners.leaderboard import (DIRECTION_NAMES, Board, aggregate, build_board, deltas_against, load_references, markdown_table,
+                                 suite_results, title)
 from runners.run import cell_key, load_dataset, run_grid
 from runners.suite import Suite, load_suite, load_tuned, select
 from runners.tracking import Tracker
@@ -101,22 +106,43 @@ def proposed_statement(board: Board, proposed: str) -> str:
             f"significantly (p < 0.05 against the runner-up) in {significant}.")
 
 
+def ablation_table(board: Board, reference: str, results: pd.DataFrame, per_query) -> str:
+    """Return a markdown table of every other row of `board` minus `reference` per column, with
+    the paired p-value, and which parts (rows) measurably change the result (p < 0.05)."""
+    deltas = deltas_against(board, reference, results, per_query)
+    heads = [f"{DIRECTION_NAMES[d]} {b}" for d, b in board.columns]
+    lines = [f"| variant minus {reference} | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
+    verdicts = []
+    for m, cells in deltas.items():
+        lines.append(f"| {m} | " + " | ".join(
+            "—" if np.isnan(delta) else f"{delta:+.4f} (p = {p:.2g})" if p is not None else f"{delta:+.4f}"
+            for delta, p in cells) + " |")
+        worse = sum(1 for delta, p in cells if p is not None and p < 0.05 and delta < 0)
+        better = sum(1 for delta, p in cells if p is not None and p < 0.05 and delta > 0)
+        verdicts.append(f"{m}: significantly below {reference} in {worse} of {len(cells)} columns, above in {better}")
+    return "\n".join(lines) + "\n\n" + (
+        f"Paired Wilcoxon signed-rank on per-query values over seeds × queries; a removed or replaced part "
+        f"helps {reference} where its variant is significantly below it. " + "; ".join(verdicts) + ".")
+
+
 def _relative(path: str) -> str:
     resolved = Path(path).resolve()
     return str(resolved.relative_to(HERE.parent)) if resolved.is_relative_to(HERE.parent) else str(path)
 
 
 def suite_tables(suite: Suite, tracker: Tracker, proposed: str, references: list, narrowed: str = "",
-                 workers: int = 1) -> str:
+                 workers: int = 1, ablation_of: str | None = None) -> str:
     """Run the suite's missing cells and return its markdown report (`narrowed`: the command-line
-    options that narrowed the suite's grid, written into the report's command line)."""
+    options that narrowed the suite's grid, written into the report's command line; with
+    `ablation_of`, every other method is also read as a variant of that label)."""
     report = run_grid(suite, tracker, workers=workers)
     keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
     results = suite_results(suite, tracker.finished(), keyed)
     labels = [m.label for m in suite.methods]
     out = [f"# {suite.name}: {suite.description}", "",
            f"Written by `python -m benchmarks.tables --suites {_relative(suite.source)}"
-           + (" --tuned" if suite.tuned else "") + narrowed + f"` at commit {git_commit()}, on "
+           + (" --tuned" if suite.tuned else "") + (f" --ablation-of {ablation_of}" if ablation_of else "") + narrowed
+           + f"` at commit {git_commit()}, on "
            f"{platform.machine()} with torch {torch.__version__} ({torch.get_num_threads()} threads), device "
            f"{suite.device}. {suite.config_note()}. {len(results)} of {len(keyed)} cells finished"
            + (f"; failed: {len(report.failed)}" if report.failed else "") + ".", ""]
@@ -136,6 +162,9 @@ def suite_tables(suite: Suite, tracker: Tracker, proposed: str, references: list
             statement = proposed_statement(board, proposed)
             if statement:
                 out += [statement, ""]
+            if ablation_of:
+                out += [f"#### {entry.name} — ablation against {ablation_of} ({board.metric})", "",
+                        ablation_table(board, ablation_of, have, tracker.per_query), ""]
         out += ["### How the fits ended", "", fit_table(results[results.dataset == entry.name], labels, suite.bits), ""]
     return "\n".join(out)
 
@@ -154,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bits", nargs="+", type=int, metavar="K", help="only these bit lengths: a partial table")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="S", help="only these seeds: a partial table")
     parser.add_argument("--workers", type=int, default=1, help="fit this many cells at once (a local Dask cluster)")
+    parser.add_argument("--ablation-of", metavar="LABEL",
+                        help="read every other method as a variant of LABEL: its difference and paired p-value per column")
     args = parser.parse_args(argv)
     narrowed = "".join(f" --{name} " + " ".join(map(str, values)) for name, values in
                        (("methods", args.methods), ("bits", args.bits), ("seeds", args.seeds)) if values)
@@ -163,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         suite = select(load_suite(path), methods_=args.methods, bits=args.bits, seeds=args.seeds)
         if args.tuned:
             suite = load_tuned(RESULTS / f"tuned-{suite.name}.toml", suite)
-        text = suite_tables(suite, tracker, args.proposed, references, narrowed, args.workers)
+        text = suite_tables(suite, tracker, args.proposed, references, narrowed, args.workers, args.ablation_of)
         target = RESULTS / f"tables-{suite.name}{'-tuned' if args.tuned else ''}{'-partial' if narrowed else ''}.md"
         target.write_text(text + "\n")
         print(f"wrote {target}")

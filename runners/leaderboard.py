@@ -176,6 +176,30 @@ def _paired_aps(results: pd.DataFrame, per_query, dataset: str, method: str, bit
     return out if len(lengths) <= 1 else {}
 
 
+def deltas_against(board: Board, reference: str, results: pd.DataFrame, per_query: Callable[[str], Mapping[str, np.ndarray]]
+                   ) -> dict[str, list[tuple[float, float | None]]]:
+    """Return {method: [(its mean minus `reference`'s mean, two-sided paired Wilcoxon p-value on
+    per-query values over the seeds both ran, or None without them)] per board column} for every
+    other row of `board` (an ablation read against the full model)."""
+    if reference not in board.rows:
+        raise SuiteError(f"no method labelled {reference!r} on the {board.dataset} board; rows: {', '.join(board.rows)}")
+    out: dict[str, list[tuple[float, float | None]]] = {}
+    for m in board.rows:
+        if m == reference:
+            continue
+        cells = []
+        for j, (d, b) in enumerate(board.columns):
+            ref, mine = board.rows[reference][j], board.rows[m][j]
+            key = f"{board.metric}_{d}"
+            a = _paired_aps(results, per_query, board.dataset, m, b, key)
+            r = _paired_aps(results, per_query, board.dataset, reference, b, key)
+            common = sorted(set(a) & set(r))
+            p = paired_p_value(np.concatenate([a[s] for s in common]), np.concatenate([r[s] for s in common])) if common else None
+            cells.append((mine.mean - ref.mean, p))
+        out[m] = cells
+    return out
+
+
 def caption(board: Board, seeds: Sequence[int]) -> str:
     """Return the legend under a table: what the marks mean."""
     text = f"{BEST_MARK} best in column (also bold)"

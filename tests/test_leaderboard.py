@@ -50,6 +50,29 @@ def test_board_marks_best_and_ties_from_per_query_aps():
     assert c.p_value > 0.05 and c.tie_with_best and c.text().endswith("≈")
 
 
+def test_ablation_deltas_read_each_variant_against_the_reference():
+    # Variant B is A shifted down by 0.1 on every query of both seeds, so the signed-rank test sees
+    # 2 x 6 identical-sign differences; scipy's exact two-sided p for n = 12 all one sign is
+    # 2 / 2^12. C equals A exactly: delta 0, p 1.0. Means come from _results (hand: 0.60 - 0.705).
+    base = np.linspace(0.2, 0.8, 6)
+
+    def per_query(run_id):
+        seed = int(run_id[1])  # B's 12 differences have distinct sizes (no ties: the exact test applies)
+        shift = {"A": 0.0, "B": -0.1 - 0.001 * np.arange(6) - 0.0005 * seed, "C": 0.0}[run_id[0]]
+        return {"map_i2t": base + shift, "map_t2i": base + shift}
+
+    results = _results()
+    board = leaderboard.build_board(leaderboard.aggregate(results), "d", ["A", "B", "C"], [16], results, per_query)
+    deltas = leaderboard.deltas_against(board, "A", results, per_query)
+    assert list(deltas) == ["B", "C"]
+    (b_i2t, b_t2i), (c_i2t, c_t2i) = deltas["B"], deltas["C"]
+    assert b_i2t[0] == pytest.approx(0.605 - 0.705) and b_t2i[0] == pytest.approx(0.60 - 0.70)
+    assert b_i2t[1] == pytest.approx(2 / 2 ** 12, rel=1e-6)
+    assert c_i2t == (pytest.approx(0.699 + 0.005 - 0.705), 1.0)
+    with pytest.raises(SuiteError, match="no method labelled 'Z' on the d board; rows: A, B, C"):
+        leaderboard.deltas_against(board, "Z", results, per_query)
+
+
 def test_missing_cells_show_a_dash():
     results = _results()
     results = results[results.method != "B"]
