@@ -24,7 +24,7 @@ from .leaderboard import aggregate, build_board, latex_table, load_references, m
 import pandas as pd
 
 from .artifacts import plot_curves
-from .evaluation import spec_for_metric
+from .scoring import spec_for_metric
 from .records import RunRecord
 from .rescore import rescore
 from .cluster import ClusterError, spec_from_args

@@ -6,7 +6,7 @@ Its scores are keyed by (fit key, metrics version). Both code versions are hashe
 found by following imports, not a hand-written list:
 - fit code version: the method class's `version` plus the import closure, inside this project, of
   the method's module, the loader's module and the preprocessing module;
-- metrics version: the import closure of the evaluation module (runners/evaluation.py, which
+- metrics version: the import closure of the scoring module (runners/scoring.py, which
   imports the metrics package).
 Editing any module a method or loader imports changes exactly the affected fits; editing the
 metrics rescoring every fit from its stored codes, without training; editing anything else
@@ -168,8 +168,8 @@ def fit_code_version(method_name: str, dataset_name: str, root: Path = REPO_ROOT
 
 @lru_cache(maxsize=None)
 def metrics_version(root: Path = REPO_ROOT) -> str:
-    """Return 12 hex over the import closure of the evaluation module (metrics included)."""
-    return digest(import_closure(["runners.evaluation"], root), root)
+    """Return 12 hex over the import closure of the scoring module (metrics included)."""
+    return digest(import_closure(["runners.scoring"], root), root)
 
 
 def run_key(fields: Mapping[str, Any]) -> str:

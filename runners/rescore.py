@@ -21,7 +21,7 @@ from typing import Sequence
 from datasets import CrossModalData
 
 from . import artifacts
-from .evaluation import CodeSet, MetricSpec, evaluate_codes
+from .scoring import CodeSet, MetricSpec, evaluate_codes
 from .identity import metrics_version
 from .records import RunRecord
 from .tracking import Tracker

@@ -40,7 +40,7 @@ from methods import FitContext
 
 from . import artifacts
 from .cluster import ClusterError, ClusterSpec, add_cluster_arguments, run_grid_on_cluster, spec_from_args
-from .evaluation import encode_splits
+from .scoring import encode_splits
 from .identity import fit_code_version, git_commit, metrics_version, run_key
 from .progress import Reporter
 from .records import FitSummary, RunRecord

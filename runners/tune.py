@@ -45,7 +45,7 @@ from methods.base import ConfigError, HashingMethod, check_bits
 
 from .cluster import StudyJob, add_cluster_arguments, cli_choices, cluster_spec, tune_on_cluster
 from .identity import fit_code_version, git_commit
-from .evaluation import validation_map
+from .scoring import validation_map
 from .suite import DatasetEntry, SuiteError, check_device
 from .tracking import Tracker
 

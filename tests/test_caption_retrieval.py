@@ -180,7 +180,7 @@ def test_coco_five_fold_1k_equals_scan_fold5(tmp_path):
 
 def test_runner_evaluation_branch_reports_caption_numbers(tmp_path):
     from methods.base import Encoder
-    from runners.evaluation import evaluate_encoder
+    from runners.scoring import evaluate_encoder
 
     folder = tmp_path / "clip"
     write_clip_split(folder, "train", 1, n_images=20, n_texts=40, n_distractors=2)

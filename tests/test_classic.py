@@ -21,7 +21,7 @@ from methods.cmfh import CMFHSolver
 from methods.scm import SCMConfig
 from methods.seph import SePHConfig, affinity_distribution, fit_klr, kl_objective, klr_objective, minimize_kl
 from methods.shallow import cca, itq_rotation, mean_pairwise_squared_distance, numerical_rank, random_rotation
-from runners.evaluation import evaluate_encoder
+from runners.scoring import evaluate_encoder
 
 CLASSIC = ("cca", "cca-itq", "cmfh", "scm-seq", "scm-orth", "seph")
 FAST = {"seph": {"n_anchors": 100, "max_train": 400}}  # fewer anchors and a subsample (its max_train path) keep these quick

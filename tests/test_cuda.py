@@ -6,7 +6,7 @@ import torch
 import datasets
 import methods
 from methods import FitContext, StoppingRule
-from runners.evaluation import evaluate_encoder
+from runners.scoring import evaluate_encoder
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

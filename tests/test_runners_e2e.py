@@ -270,7 +270,7 @@ def test_artifacts_agree_with_logged_metrics(store, tmp_path):
 
 def test_stored_codes_reproduce_every_logged_number(store, tmp_path):
     _, suite, tracker, _ = store
-    from runners.evaluation import evaluate_codes
+    from runners.scoring import evaluate_codes
     from runners.rescore import stored_codes
     from runners.run import load_cell_data
 

@@ -15,7 +15,7 @@ import pytest
 import datasets
 import methods
 from methods import FitContext
-from runners.evaluation import validation_map
+from runners.scoring import validation_map
 from runners.tracking import Tracker
 
 REPO = Path(__file__).resolve().parent.parent
