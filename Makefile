@@ -43,7 +43,7 @@ tables: install
 	$(PY) -m benchmarks.tables --workers 2
 
 # SAM's ablations (benchmarks/ablation/): each variant minus full SAM with paired p-values ->
-# benchmarks/results/tables-sam-ablation-wiki.md. About 45 minutes on 2 CPU cores.
+# benchmarks/results/tables-sam-ablation-wiki.md (10 variants x 5 seeds; about 40 minutes on 2 CPU cores).
 ablation: install
 	$(PY) -m benchmarks.tables --suites benchmarks/ablation/sam-wiki.toml --ablation-of SAM --workers 2
 

@@ -23,7 +23,8 @@ from methods.dscmr import dscmr_terms
 from methods.layers import Discriminator, LocalResponseNorm2d, SparseLinear
 from methods.losses import pairwise_likelihood
 from methods.optim import LazyDecaySGD
-from methods.sam import Margins, SAMConfig, margin_loss
+from methods.sam import Margins, SAMConfig, SAMNet, anchor_margins, margin_loss, sample_margin_loss
+from methods.layers import CommonSpaceNet
 from methods.selection import cosine_map
 from methods.ssah import GuideCollapseError, SSAHConfig, SSAHNet, _trunk, adversarial_generator_loss, check_guide
 from methods.training import Patience, TrainingLoop
@@ -474,13 +475,14 @@ def test_sam_margin_loss_single_and_multi_label_hand():
     assert abs(float(margin_loss(cos, y2, m, s, multi_label=True)) - sum(bce) / 3) < 1e-5
 
 
-def test_sam_adaptive_margin_formula():
-    cfg = SAMConfig()
+def test_sam_compactness_margin_formula():
+    # sam-prototype's statistic: the difficulty of a class is minus its compactness kappa.
+    cfg = SAMConfig(margin_statistic="compactness")
     counts = torch.tensor([100.0, 25.0, 400.0])
     mg = Margins(cfg, counts)
     mg.warm = False
     cos = torch.tensor([[0.9, 0.0, 0.0], [0.0, 0.3, 0.0], [0.0, 0.0, 0.6]])
-    mg.observe("image", cos, torch.eye(3))
+    mg.observe("image", -cos, torch.eye(3))
     kappa = np.array([0.9, 0.3, 0.6])
     freq = counts.numpy() ** -0.25
     want = np.clip(cfg.m0 + cfg.margin_beta * (kappa.mean() - kappa) + cfg.margin_rho * freq / freq.max(), cfg.m_min, cfg.m_max)
@@ -489,6 +491,98 @@ def test_sam_adaptive_margin_formula():
     np.testing.assert_allclose(mg.value("text").numpy(), np.full(3, cfg.m0), atol=1e-7)
     mg.warm = True
     np.testing.assert_allclose(mg.value("image").numpy(), np.full(3, cfg.m0), atol=1e-7)
+
+
+def test_sam_margins_adapt_to_predicted_label_confusion():
+    # Hand-made: 3 classes, 2 items each in the image batch. The predicted labels put 0.9, 0.4 and
+    # 0.7 on the true class, so the difficulty (mass off the class) is 0.1, 0.6, 0.3: class 1 gets
+    # m0 + beta (0.6 - 0.333) and class 0 less; a second batch moves the EMA as computed by hand.
+    cfg = SAMConfig()
+    counts = torch.tensor([2.0, 2.0, 2.0])  # equal counts: the frequency term is rho for every class
+    mg = Margins(cfg, counts)
+    mg.warm = False
+    labels = torch.eye(3).repeat_interleave(2, 0)
+    true_prob = torch.tensor([0.9, 0.9, 0.4, 0.4, 0.7, 0.7])
+    predicted = labels * true_prob[:, None] + (1 - labels) * ((1 - true_prob[:, None]) / 2)
+    mg.observe("image", 1 - predicted, labels)
+    d = np.array([0.1, 0.6, 0.3])
+    want = np.clip(cfg.m0 + cfg.margin_beta * (d - d.mean()) + cfg.margin_rho, cfg.m_min, cfg.m_max)
+    np.testing.assert_allclose(mg.value("image").numpy(), want, atol=1e-6)
+    assert mg.value("image")[1] > mg.value("image")[2] > mg.value("image")[0]
+    # class 0 becomes hard in a later batch (0.5 on its class): EMA 0.9 * 0.1 + 0.1 * 0.5
+    true_prob = torch.tensor([0.5, 0.5, 0.4, 0.4, 0.7, 0.7])
+    predicted = labels * true_prob[:, None] + (1 - labels) * ((1 - true_prob[:, None]) / 2)
+    mg.observe("image", 1 - predicted, labels)
+    d = np.array([0.9 * 0.1 + 0.1 * 0.5, 0.6, 0.3])
+    want = np.clip(cfg.m0 + cfg.margin_beta * (d - d.mean()) + cfg.margin_rho, cfg.m_min, cfg.m_max)
+    np.testing.assert_allclose(mg.value("image").numpy(), want, atol=1e-6)
+    np.testing.assert_allclose(mg.value("text").numpy(), np.full(3, cfg.m0), atol=1e-7)  # text saw nothing
+    # multi-label anchors take the mean margin of their labels; an unlabelled one the mean margin
+    m = torch.tensor([0.1, 0.3, 0.5])
+    got = anchor_margins(m, torch.tensor([[1.0, 0, 0], [1.0, 0, 1], [0.0, 0, 0]]))
+    np.testing.assert_allclose(got.numpy(), [0.1, 0.3, 0.3], atol=1e-7)
+
+
+def test_sam_attention_follows_the_predicted_labels():
+    torch.manual_seed(0)
+    backbone = CommonSpaceNet(6, 5, 3, hidden=8, common=4)
+    net = SAMNet(backbone, 3, 4, 8, attention=True, tau=0.1, multi_label=False, attention_from="predicted")
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        parts = net.parts("image", x)
+        torch.testing.assert_close(parts["attention"], torch.softmax(backbone.predictor(parts["z"]), dim=1))
+        # Make the predictor say "class 2" for every input: the attention moves onto class 2 and the
+        # refined feature turns towards class 2's vector.
+        backbone.predictor.weight.zero_()
+        backbone.predictor.bias.copy_(torch.tensor([0.0, 0.0, 20.0]))
+        moved = net.parts("image", x)
+        assert torch.all(moved["attention"].argmax(1) == 2) and float(moved["attention"][:, 2].min()) > 0.99
+        e2 = torch.nn.functional.normalize(net.proxies, dim=1)[2]
+        assert torch.all(moved["z_tilde"] @ e2 > moved["z"] @ e2)
+        # The prototype-driven variant ignores the predictor: softmax(cos(z, proxies) / tau).
+        proto = SAMNet(backbone, 3, 4, 8, attention=True, tau=0.1, multi_label=False, attention_from="prototypes")
+        proto.proxies = net.proxies
+        cos = proto.cosines(moved["z"]) / 0.1
+        torch.testing.assert_close(proto.parts("image", x)["attention"], torch.softmax(cos, dim=1))
+
+
+def test_sam_sample_margin_loss_against_a_loop():
+    torch.manual_seed(1)
+    a = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    c = torch.nn.functional.normalize(torch.randn(5, 4), dim=1)
+    similar = torch.tensor([[1.0, 0, 1, 0, 0], [0, 1, 0, 0, 1], [0, 0, 0, 0, 0]])  # anchor 2: no positive
+    self_mask = torch.zeros(3, 5, dtype=torch.bool)
+    self_mask[0, 0] = True  # anchor 0 is candidate 0: its positive is only candidate 2
+    margins, s = torch.tensor([0.2, 0.35, 0.1]), 8.0
+    total = 0.0
+    for i in range(3):
+        cos = [float(a[i] @ c[j]) for j in range(5)]
+        pos = [j for j in range(5) if similar[i, j] > 0 and not self_mask[i, j]]
+        neg = [j for j in range(5) if similar[i, j] == 0 and not self_mask[i, j]]
+        negsum = sum(math.exp(s * (cos[j] + float(margins[i]))) for j in neg)
+        terms = [-math.log(math.exp(s * cos[p]) / (math.exp(s * cos[p]) + negsum)) for p in pos]
+        total += sum(terms) / len(terms) if terms else 0.0
+    got = float(sample_margin_loss(a, c, similar, self_mask, margins, s))
+    assert abs(got - total / 3) < 1e-5
+    # a larger margin on an anchor can only raise its loss
+    bigger = float(sample_margin_loss(a, c, similar, self_mask, margins + torch.tensor([0.2, 0, 0]), s))
+    assert bigger > got
+
+
+SAM_FAMILY = [name for name in methods.available() if name == "sam" or name.startswith("sam-")]
+
+
+@pytest.mark.parametrize("name", SAM_FAMILY)
+def test_every_sam_variant_trains_and_encodes(name, multi_label, single_label):
+    rule = StoppingRule(eval_every=20, patience=2, max_steps=60)
+    for data in (single_label, multi_label):
+        enc = small_method(name).fit(data.train, 12, FitContext(seed=0, validation=data.validation, stopping=rule))
+        for modality in ("image", "text"):
+            codes = enc.encode(modality, getattr(data.query, modality)[:40])
+            assert codes.shape == (40, 12) and codes.dtype == torch.int8 and set(torch.unique(codes).tolist()) <= {-1, 1}
+            emb = enc.embed(modality, getattr(data.query, modality)[:40])
+            assert emb.shape[0] == 40 and torch.allclose(emb.float().norm(dim=1), torch.ones(40), atol=1e-2)
+        assert enc.fit_record.steps > 0
 
 
 @pytest.mark.parametrize("bug", [False, True])
