@@ -108,21 +108,33 @@ def proposed_statement(board: Board, proposed: str) -> str:
 
 def ablation_table(board: Board, reference: str, results: pd.DataFrame, per_query) -> str:
     """Return a markdown table of every other row of `board` minus `reference` per column, with
-    the paired p-value, and which parts (rows) measurably change the result (p < 0.05)."""
+    the paired p-value, and which variants differ beyond seed noise: p < 0.05 and a difference
+    larger than the larger seed standard deviation of the two (marked ‡)."""
     deltas = deltas_against(board, reference, results, per_query)
     heads = [f"{DIRECTION_NAMES[d]} {b}" for d, b in board.columns]
     lines = [f"| variant minus {reference} | " + " | ".join(heads) + " |", "|---|" + "---:|" * len(heads)]
     verdicts = []
+
+    def beyond(delta: float, p: float | None, noise: float) -> bool:
+        return p is not None and p < 0.05 and abs(delta) > noise
+
+    def cell(delta: float, p: float | None, noise: float) -> str:
+        if np.isnan(delta):
+            return "—"
+        if p is None:
+            return f"{delta:+.4f}"
+        return f"{delta:+.4f} (p = {p:.2g}; seeds ±{noise:.4f})" + (" ‡" if beyond(delta, p, noise) else "")
+
     for m, cells in deltas.items():
-        lines.append(f"| {m} | " + " | ".join(
-            "—" if np.isnan(delta) else f"{delta:+.4f} (p = {p:.2g})" if p is not None else f"{delta:+.4f}"
-            for delta, p in cells) + " |")
-        worse = sum(1 for delta, p in cells if p is not None and p < 0.05 and delta < 0)
-        better = sum(1 for delta, p in cells if p is not None and p < 0.05 and delta > 0)
-        verdicts.append(f"{m}: significantly below {reference} in {worse} of {len(cells)} columns, above in {better}")
+        lines.append(f"| {m} | " + " | ".join(cell(*c) for c in cells) + " |")
+        worse = sum(1 for delta, p, noise in cells if beyond(delta, p, noise) and delta < 0)
+        better = sum(1 for delta, p, noise in cells if beyond(delta, p, noise) and delta > 0)
+        verdicts.append(f"{m}: below {reference} in {worse} of {len(cells)} columns, above in {better}")
     return "\n".join(lines) + "\n\n" + (
-        f"Paired Wilcoxon signed-rank on per-query values over seeds × queries; a removed or replaced part "
-        f"helps {reference} where its variant is significantly below it. " + "; ".join(verdicts) + ".")
+        "Paired Wilcoxon signed-rank on per-query values over seeds × queries; 'seeds ±' is the larger seed "
+        "standard deviation of the two; ‡ marks a difference with p < 0.05 that is also larger than that seed "
+        f"noise. A removed or replaced part helps {reference} where its variant is ‡ below it. Beyond seed "
+        "noise: " + "; ".join(verdicts) + ".")
 
 
 def _relative(path: str) -> str:

@@ -177,13 +177,15 @@ def _paired_aps(results: pd.DataFrame, per_query, dataset: str, method: str, bit
 
 
 def deltas_against(board: Board, reference: str, results: pd.DataFrame, per_query: Callable[[str], Mapping[str, np.ndarray]]
-                   ) -> dict[str, list[tuple[float, float | None]]]:
+                   ) -> dict[str, list[tuple[float, float | None, float]]]:
     """Return {method: [(its mean minus `reference`'s mean, two-sided paired Wilcoxon p-value on
-    per-query values over the seeds both ran, or None without them)] per board column} for every
-    other row of `board` (an ablation read against the full model)."""
+    per-query values over the seeds both ran (None without them), seed noise: the larger of the
+    two seed standard deviations)] per board column} for every other row of `board` (an ablation
+    read against the full model). With hundreds of queries a shift of 0.0004 can have p < 1e-20;
+    the seed noise says whether it is larger than what another seed would change."""
     if reference not in board.rows:
         raise SuiteError(f"no method labelled {reference!r} on the {board.dataset} board; rows: {', '.join(board.rows)}")
-    out: dict[str, list[tuple[float, float | None]]] = {}
+    out: dict[str, list[tuple[float, float | None, float]]] = {}
     for m in board.rows:
         if m == reference:
             continue
@@ -195,7 +197,7 @@ def deltas_against(board: Board, reference: str, results: pd.DataFrame, per_quer
             r = _paired_aps(results, per_query, board.dataset, reference, b, key)
             common = sorted(set(a) & set(r))
             p = paired_p_value(np.concatenate([a[s] for s in common]), np.concatenate([r[s] for s in common])) if common else None
-            cells.append((mine.mean - ref.mean, p))
+            cells.append((mine.mean - ref.mean, p, max(mine.std, ref.std)))
         out[m] = cells
     return out
 
