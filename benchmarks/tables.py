@@ -143,26 +143,32 @@ def _relative(path: str) -> str:
 
 
 def suite_tables(suite: Suite, tracker: Tracker, proposed: str, references: list, narrowed: str = "",
-                 workers: int = 1, ablation_of: str | None = None) -> str:
+                 workers: int = 1, ablation_of: str | None = None, run: bool = True) -> str:
     """Run the suite's missing cells and return its markdown report (`narrowed`: the command-line
     options that narrowed the suite's grid, written into the report's command line; with
-    `ablation_of`, every other method is also read as a variant of that label)."""
-    report = run_grid(suite, tracker, workers=workers)
+    `ablation_of`, every other method is also read as a variant of that label; `run` False: only
+    what the store already holds, missing cells shown as '—')."""
+    report = run_grid(suite, tracker, workers=workers) if run else None
     keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
     results = suite_results(suite, tracker.finished(), keyed)
     labels = [m.label for m in suite.methods]
     out = [f"# {suite.name}: {suite.description}", "",
            f"Written by `python -m benchmarks.tables --suites {_relative(suite.source)}"
-           + (" --tuned" if suite.tuned else "") + (f" --ablation-of {ablation_of}" if ablation_of else "") + narrowed
+           + (" --tuned" if suite.tuned else "") + (f" --ablation-of {ablation_of}" if ablation_of else "")
+           + ("" if run else " --no-run") + narrowed
            + f"` at commit {git_commit()}, on "
            f"{platform.machine()} with torch {torch.__version__} ({torch.get_num_threads()} threads), device "
            f"{suite.device}. {suite.config_note()}. {len(results)} of {len(keyed)} cells finished"
-           + (f"; failed: {len(report.failed)}" if report.failed else "") + ".", ""]
+           + (f"; failed: {len(report.failed)}" if report and report.failed else "")
+           + ("" if run else " (built with --no-run from what the store holds; nothing was trained)") + ".", ""]
     for entry in suite.datasets:
         data = load_dataset(entry)
         rnd = random_map(data)
         out += [f"## {entry.name}", "", data.summary() + f"; preprocessing {dict(data.meta.preprocessing)}.",
                 f"Random ranking (exact expected mAP): I→T {rnd['i2t']:.4f}, T→I {rnd['t2i']:.4f}.", ""]
+        if results.empty or not (results.dataset == entry.name).any():
+            out += ["No finished cells of this data set in the store yet.", ""]
+            continue
         for metric in ("map", "map_cosine"):
             if f"{metric}_i2t" not in results:
                 continue
@@ -195,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bits", nargs="+", type=int, metavar="K", help="only these bit lengths: a partial table")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="S", help="only these seeds: a partial table")
     parser.add_argument("--workers", type=int, default=1, help="fit this many cells at once (a local Dask cluster)")
+    parser.add_argument("--output-dir", default=str(RESULTS), help="where the markdown files go (default: benchmarks/results)")
+    parser.add_argument("--no-run", action="store_true",
+                        help="train nothing: build the tables from the finished cells the store holds ('—' for the rest)")
     parser.add_argument("--ablation-of", metavar="LABEL",
                         help="read every other method as a variant of LABEL: its difference and paired p-value per column")
     args = parser.parse_args(argv)
@@ -206,8 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         suite = select(load_suite(path), methods_=args.methods, bits=args.bits, seeds=args.seeds)
         if args.tuned:
             suite = load_tuned(RESULTS / f"tuned-{suite.name}.toml", suite)
-        text = suite_tables(suite, tracker, args.proposed, references, narrowed, args.workers, args.ablation_of)
-        target = RESULTS / f"tables-{suite.name}{'-tuned' if args.tuned else ''}{'-partial' if narrowed else ''}.md"
+        text = suite_tables(suite, tracker, args.proposed, references, narrowed, args.workers, args.ablation_of,
+                            run=not args.no_run)
+        partial = narrowed or args.no_run
+        target = Path(args.output_dir) / f"tables-{suite.name}{'-tuned' if args.tuned else ''}{'-partial' if partial else ''}.md"
         target.write_text(text + "\n")
         print(f"wrote {target}")
     return 0

@@ -1,0 +1,52 @@
+"""benchmarks.tables end to end on a tiny suite of two closed-form methods: --no-run trains nothing
+and says so, a run fills the cells, the ablation section reads one method against the other with
+the numbers of the leaderboard, and a second --no-run renders the same numbers from the store."""
+from __future__ import annotations
+
+import re
+
+from benchmarks import tables
+
+SUITE = """name = "tiny"
+description = "two classic methods"
+bits = [16]
+seeds = [0, 1]
+[[datasets]]
+name = "synthetic-wiki"
+options = { n_items = 400, n_query = 60, n_train = 250, n_validation = 40 }
+[[methods]]
+name = "cca"
+label = "CCA"
+[[methods]]
+name = "scm-seq"
+label = "SCM"
+"""
+
+
+def _cells(text: str, label: str) -> list[str]:
+    rows = [line for line in text.splitlines() if line.startswith(f"| {label} |")]
+    return [c.strip() for c in rows[0].strip("|").split("|")[1:]]
+
+
+def test_tables_no_run_then_run_then_ablation(tmp_path):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    args = ["--suites", str(suite), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--output-dir", str(tmp_path),
+            "--proposed", "CCA"]
+    assert tables.main([*args, "--no-run"]) == 0
+    empty = (tmp_path / "tables-tiny-partial.md").read_text()
+    assert "0 of 4 cells finished (built with --no-run" in empty and "--no-run" in empty.splitlines()[2]
+    assert tables.main([*args, "--ablation-of", "CCA"]) == 0
+    full = (tmp_path / "tables-tiny.md").read_text()
+    assert "4 of 4 cells finished." in full
+    mean = lambda cell: float(cell.split()[0].strip("*"))  # noqa: E731  (the best is bold)
+    cca = [mean(c) for c in _cells(full, "CCA")[:2]]
+    scm = [mean(c) for c in _cells(full, "SCM")[:2]]
+    section = full[full.index("ablation against CCA (map)"):]
+    deltas = [float(re.match(r"([+-]\d\.\d{4})", c).group(1)) for c in _cells(section, "SCM")]
+    assert all(abs(d - (i - c)) <= 1.5e-4 for d, i, c in zip(deltas, scm, cca)), (deltas, scm, cca)
+    assert "Beyond seed noise: SCM: below CCA in" in section
+    assert tables.main([*args, "--no-run"]) == 0  # from the store: same numbers, nothing trained
+    again = (tmp_path / "tables-tiny-partial.md").read_text()
+    assert "4 of 4 cells finished (built with --no-run" in again
+    assert _cells(again, "SCM")[:2] == _cells(full, "SCM")[:2]
