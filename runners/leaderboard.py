@@ -131,7 +131,7 @@ def build_board(stats: pd.DataFrame, dataset: str, methods: Sequence[str], bits:
             try:
                 board.rows[m].append(Entry(float(table.loc[m, ("mean", d, b)]), float(table.loc[m, ("std", d, b)]),
                                            int(table.loc[m, ("n", d, b)])))
-            except (KeyError, AttributeError, TypeError):
+            except (KeyError, AttributeError, TypeError, ValueError):  # no finished run in this column (NaN count)
                 board.rows[m].append(Entry())
     for j, (d, b) in enumerate(columns):
         present = [m for m in methods if not math.isnan(board.rows[m][j].mean)]
