@@ -185,16 +185,15 @@ def deltas_against(board: Board, reference: str, results: pd.DataFrame, per_quer
     the seed noise says whether it is larger than what another seed would change."""
     if reference not in board.rows:
         raise SuiteError(f"no method labelled {reference!r} on the {board.dataset} board; rows: {', '.join(board.rows)}")
+    ref_aps = [_paired_aps(results, per_query, board.dataset, reference, b, f"{board.metric}_{d}") for d, b in board.columns]
     out: dict[str, list[tuple[float, float | None, float]]] = {}
     for m in board.rows:
         if m == reference:
             continue
         cells = []
         for j, (d, b) in enumerate(board.columns):
-            ref, mine = board.rows[reference][j], board.rows[m][j]
-            key = f"{board.metric}_{d}"
-            a = _paired_aps(results, per_query, board.dataset, m, b, key)
-            r = _paired_aps(results, per_query, board.dataset, reference, b, key)
+            ref, mine, r = board.rows[reference][j], board.rows[m][j], ref_aps[j]
+            a = _paired_aps(results, per_query, board.dataset, m, b, f"{board.metric}_{d}")
             common = sorted(set(a) & set(r))
             p = paired_p_value(np.concatenate([a[s] for s in common]), np.concatenate([r[s] for s in common])) if common else None
             cells.append((mine.mean - ref.mean, p, max(mine.std, ref.std)))

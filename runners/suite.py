@@ -281,7 +281,7 @@ def check_suite(suite: Suite) -> None:
         raise SuiteError(f"{suite.source}: method labels must be unique, got {labels}; set 'label' to tell them apart")
     for m in [suite.method_for(d, m) for d in suite.datasets for m in suite.methods]:
         try:
-            method = methods.create(m.name, m.overrides)
+            methods.create(m.name, m.overrides)  # types, training lengths and the method's own checks
         except (methods.UnknownNameError, ConfigError) as exc:
             raise SuiteError(f"{suite.source}: {exc}") from None
 

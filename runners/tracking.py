@@ -268,8 +268,9 @@ class Tracker:
             if done:
                 return done[-1]
             reaped = self.reap([r for r in runs if r.status == "RUNNING"])
-            for record, why in reaped if on_reap else ():
-                on_reap(record, why)
+            if on_reap is not None:
+                for record, why in reaped:
+                    on_reap(record, why)
             dead = {r.run_id for r, _ in reaped}
             held = [r for r in runs if r.status == "RUNNING" and r.run_id not in dead]
             if held:
