@@ -37,7 +37,7 @@ from runners.identity import git_commit
 from runners.leaderboard import (DIRECTION_NAMES, Board, aggregate, build_board, deltas_against, load_references, markdown_table,
                                  suite_results, title)
 from runners.run import cell_key, load_dataset, run_grid
-from runners.suite import Suite, load_suite, load_tuned, select
+from runners.suite import Suite, SuiteError, load_suite, load_tuned, select
 from runners.tracking import Tracker
 
 HERE = Path(__file__).resolve().parent
@@ -212,9 +212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracker = Tracker(args.tracking_uri, args.experiment)
     references = load_references(REFERENCES)
     for path in args.suites:
-        suite = select(load_suite(path), methods_=args.methods, bits=args.bits, seeds=args.seeds)
-        if args.tuned:
-            suite = load_tuned(RESULTS / f"tuned-{suite.name}.toml", suite)
+        try:
+            suite = select(load_suite(path), methods_=args.methods, bits=args.bits, seeds=args.seeds)
+            if args.tuned:
+                suite = load_tuned(RESULTS / f"tuned-{suite.name}.toml", suite)
+            labels = [m.label for m in suite.methods]
+            if args.ablation_of and args.ablation_of not in labels:  # before anything trains
+                raise SuiteError(f"{path}: --ablation-of {args.ablation_of!r} is not a method label of the suite; "
+                                 f"labels: {', '.join(labels)}")
+        except SuiteError as exc:
+            parser.exit(2, f"error: {exc}\n")
         text = suite_tables(suite, tracker, args.proposed, references, narrowed, args.workers, args.ablation_of,
                             run=not args.no_run)
         partial = narrowed or args.no_run

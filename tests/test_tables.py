@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from benchmarks import tables
 
 SUITE = """name = "tiny"
@@ -50,3 +52,19 @@ def test_tables_no_run_then_run_then_ablation(tmp_path):
     again = (tmp_path / "tables-tiny-partial.md").read_text()
     assert "4 of 4 cells finished (built with --no-run" in again
     assert _cells(again, "SCM")[:2] == _cells(full, "SCM")[:2]
+
+
+def test_tables_bad_input_is_one_line_before_anything_runs(tmp_path, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE)
+    store = tmp_path / "m.db"
+    base = ["--tracking-uri", f"sqlite:///{store}", "--output-dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_:
+        tables.main(["--suites", str(suite), *base, "--ablation-of", "SAMM"])
+    assert exit_.value.code == 2
+    assert f"error: {suite}: --ablation-of 'SAMM' is not a method label of the suite; labels: CCA, SCM" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        tables.main(["--suites", str(tmp_path / "missing.toml"), *base])
+    assert exit_.value.code == 2
+    assert f"error: suite file '{tmp_path / 'missing.toml'}' not found" in capsys.readouterr().err
+    assert not list(tmp_path.glob("tables-*.md"))  # nothing written, nothing trained
