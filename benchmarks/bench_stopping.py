@@ -4,9 +4,10 @@
     python -m benchmarks.bench_stopping replay                                        # the table
 
 `curve` trains one method on real Wikipedia as benchmarks/fair/wiki.toml prepares it under a rule that
-never stops (patience 10^6; cap = its paper schedule, or --max-epochs) and records, at every
-evaluation (one epoch), the validation mAP (and, for reading only, the query-vs-retrieval mAP) to
-benchmarks/results/curves/<method>-<seed>.json. `replay` runs methods.training.Patience over each
+never stops (patience 10^6; cap = its paper schedule, or --max-epochs) and records the validation mAP
+the training loop reports at every evaluation (one epoch), and, for reading only, the restored
+state's query-vs-retrieval mAP, to benchmarks/results/curves/<method>-<seed>.json (curves written
+before this version also hold the query mAP at every evaluation, under test_i2t / test_t2i). `replay` runs methods.training.Patience over each
 stored validation curve for several (patience, min_delta) and prints where it would stop, which
 evaluation it would restore and how far below the curve's best validation mAP that is. Rules
 are judged on validation alone. Results: benchmarks/results/stopping.md.
@@ -20,10 +21,9 @@ from pathlib import Path
 import torch
 
 import methods
-import methods.training as training
 from methods import FitContext, StoppingRule
 from methods.training import Patience
-from runners.run import load_dataset
+from runners.cells import load_dataset
 from runners.suite import DatasetEntry
 from metrics import mean_average_precision
 
@@ -32,32 +32,36 @@ RULES = [(p, d) for p in (3, 5, 10, 20) for d in (1e-3, 5e-3)]
 
 
 def curve(method: str, seed: int, max_epochs: int | None, bits: int = 32) -> None:
+    """Train `method` under a rule that never stops and write its validation curve (the val_map
+    the training loop reports at each evaluation, through FitContext.on_report) with the
+    restored state's query mAP (for reading only) to CURVES/<method>-<seed>.json."""
     data = load_dataset(DatasetEntry("wiki", {"n_validation": 217}, "auto"))
-    score = training.selection.validation_scores
     rows = []
 
-    def scored(encoder, split, use_embedding=False):
-        values = score(encoder, split, use_embedding)
-        q, r = data.query, data.retrieval
-        get = encoder.embed if use_embedding else encoder.encode
-        metric = "cosine" if use_embedding else "hamming"
-        rel = {m: (torch.from_numpy(q.relevance_targets(m)), torch.from_numpy(r.relevance_targets(m))) for m in ("image", "text")}
-        test = {}
-        for direction, (a, b) in {"i2t": ("image", "text"), "t2i": ("text", "image")}.items():
-            test[direction] = float(mean_average_precision(get(a, getattr(q, a)), get(b, getattr(r, b)), rel[a][0], rel[b][1],
-                                                           metric=metric))
-        rows.append({"val": values["val_map"], "test_i2t": test["i2t"], "test_t2i": test["t2i"]})
-        return values
+    def on_report(step, values):
+        if "val_map" in values:  # an evaluation (the other reports carry training values only)
+            rows.append({"step": step, "val": values["val_map"]})
 
-    training.selection.validation_scores = scored
     overrides = {"max_epochs": max_epochs} if max_epochs else {}
-    encoder = methods.create(method, overrides).fit(
-        data.train.training_pairs(), bits, FitContext(seed=seed, validation=data.validation, stopping=StoppingRule(patience=10**6)))
+    ctx = FitContext(seed=seed, validation=data.validation, stopping=StoppingRule(patience=10**6), on_report=on_report)
+    encoder = methods.create(method, overrides).fit(data.train.training_pairs(), bits, ctx)
     CURVES.mkdir(parents=True, exist_ok=True)
     out = CURVES / f"{method}-{seed}.json"
     out.write_text(json.dumps({"method": method, "seed": seed, "overrides": overrides, "rows": rows,
-                               "record": encoder.fit_record.__dict__}))
+                               "restored_query_map": query_map(encoder, data), "record": encoder.fit_record.__dict__}))
     print(out, encoder.fit_record)
+
+
+def query_map(encoder, data) -> dict[str, float]:
+    """Return the Hamming mAP of I->T and T->I, queries against the retrieval set (reported, never used
+    to pick a rule)."""
+    q, r = data.query, data.retrieval
+    scores = {}
+    for direction, (a, b) in {"i2t": ("image", "text"), "t2i": ("text", "image")}.items():
+        scores[direction] = float(mean_average_precision(
+            encoder.encode(a, getattr(q, a)), encoder.encode(b, getattr(r, b)),
+            torch.from_numpy(q.relevance_targets(a)), torch.from_numpy(r.relevance_targets(b))))
+    return scores
 
 
 def replay() -> str:

@@ -36,7 +36,8 @@ import metrics
 from runners.identity import git_commit
 from runners.leaderboard import (DIRECTION_NAMES, Board, aggregate, build_board, deltas_against, load_references, markdown_table,
                                  suite_results, title)
-from runners.run import cell_key, load_dataset, run_grid
+from runners.cells import cell_key, load_dataset
+from runners.run import run_grid
 from runners.suite import Suite, SuiteError, load_suite, load_tuned, select
 from runners.tracking import Tracker
 

@@ -33,7 +33,6 @@ Methods and data sets never import dask: only this module does, and only when a 
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import os
@@ -43,26 +42,25 @@ import shutil
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .suite import Cell, DatasetEntry, Suite, SuiteError, import_plugins
+from .suite import JOBQUEUES, Cell, ClusterError, Suite, cell_title, check_cluster_table, import_plugins
 
 FIT_RESOURCE = "fit"  # worker resource: one fit at a time per worker
 TOPIC = "xmodal-hash-bench"  # Dask event topic of the tasks' progress messages
-CLUSTER_KEYS = {"workers", "scheduler", "jobqueue", "jobs", "options", "retries"}
-JOBQUEUES = {"slurm": "SLURMCluster", "pbs": "PBSCluster"}
 DEFAULT_RETRIES = 3
 CONNECT_TIMEOUT = 10.0  # seconds to reach a scheduler before giving up with a one-line error
 LOCAL_DASHBOARD = "127.0.0.1:8787"  # the local cluster binds to loopback only
 
 Log = Callable[[str], None]
 Outcome = tuple[str, str]  # (final status, one-line message), as runners.run.run_cell returns
-
-
-class ClusterError(SuiteError):
-    """A cluster that cannot be used: bad options, an unreachable scheduler, a missing package."""
+# The functions a worker runs, passed in by the module on top (this one runs no cell or trial itself):
+# runners.run.cell_task(suite, cell, key, uri, experiment, grid, force, threads) -> Outcome and
+# runners.tune.trial_task(storage_url, job, index, uri, experiment, grid) -> the trial's summary.
+CellTask = Callable[..., Outcome]
+TrialTask = Callable[..., Mapping[str, Any]]
 
 
 # --- what the cluster is -------------------------------------------------------------------------
@@ -96,39 +94,6 @@ class ClusterSpec:
         if self.jobqueue:
             return f"on {self.jobs} {self.jobqueue} job{'s' * (self.jobs != 1)} (dask-jobqueue)"
         return f"on {self.workers} workers (a local Dask cluster)" if self.workers > 1 else "in this process"
-
-
-def _field(where: str, key: str) -> str:
-    return f"--{key}" if where == "--" else f"{where}.{key}"
-
-
-def _positive_int(value: Any, where: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ClusterError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_cluster_table(table: Any, where: str = "cluster") -> dict[str, Any]:
-    """Return a suite's [cluster] table checked (keys, types); ClusterError naming what is accepted."""
-    if not isinstance(table, Mapping):
-        raise ClusterError(f"{where}: expected a table ([cluster]), got {type(table).__name__}")
-    unknown = sorted(set(table) - CLUSTER_KEYS)
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], CLUSTER_KEYS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ClusterError(f"{where}: unknown key {unknown[0]!r}{hint}; accepted: {', '.join(sorted(CLUSTER_KEYS))}")
-    for key in ("workers", "jobs"):
-        if key in table:
-            _positive_int(table[key], _field(where, key))
-    if "retries" in table:
-        _positive_int(table["retries"], _field(where, "retries"), minimum=0)
-    if "scheduler" in table and not isinstance(table["scheduler"], str):
-        raise ClusterError(f"{_field(where, 'scheduler')}: expected an address such as \"tcp://10.0.0.5:8786\"")
-    if "jobqueue" in table and table["jobqueue"] not in JOBQUEUES:
-        raise ClusterError(f"{_field(where, 'jobqueue')}: expected one of {', '.join(JOBQUEUES)}, got {table['jobqueue']!r}")
-    if not isinstance(table.get("options", {}), Mapping):
-        raise ClusterError(f"{_field(where, 'options')}: expected a table of dask-jobqueue options (queue, cores, memory, ...)")
-    return {k: (dict(v) if k == "options" else v) for k, v in table.items()}
 
 
 _ADDRESS = re.compile(r"(?:(tcp|tls)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
@@ -361,7 +326,6 @@ def _is_local_store(uri: str) -> bool:
 # --- on the worker -------------------------------------------------------------------------------
 
 _trackers: dict[tuple[str, str], Any] = {}
-_storages: dict[str, Any] = {}
 
 
 def _worker() -> Any | None:
@@ -373,14 +337,15 @@ def _worker() -> Any | None:
         return None
 
 
-def _worker_name(worker: Any | None) -> str:
+def worker_name(worker: Any | None) -> str:
+    """Return how progress lines name a worker: its --name and address, or "this process"."""
     if worker is None:
         return "this process"
     name = str(worker.name)  # `dask worker --name w0`; a local cluster numbers its workers
     return worker.address if name in ("", worker.address) or name.isdigit() else f"{name} ({worker.address})"
 
 
-def _prepare(imports: Sequence[str], threads: int | None) -> Any | None:
+def prepare_worker(imports: Sequence[str], threads: int | None) -> Any | None:
     """Set torch's threads to the worker's, import the suite's plug-ins; return the worker."""
     import torch
 
@@ -392,7 +357,7 @@ def _prepare(imports: Sequence[str], threads: int | None) -> Any | None:
     return worker
 
 
-def _event(worker: Any | None, /, **message: Any) -> None:
+def send_event(worker: Any | None, /, **message: Any) -> None:
     """Send a progress message to the parent (the scheduler adds the worker's address as "worker")."""
     if worker is not None:
         try:
@@ -401,78 +366,13 @@ def _event(worker: Any | None, /, **message: Any) -> None:
             pass
 
 
-def _tracker(uri: str, experiment: str) -> Any:
+def worker_tracker(uri: str, experiment: str) -> Any:
+    """Return this process's Tracker of (uri, experiment), made once and kept for later tasks."""
     from .tracking import Tracker
 
     if (uri, experiment) not in _trackers:  # the experiment exists: created by the parent
         _trackers[uri, experiment] = Tracker(uri, experiment)
     return _trackers[uri, experiment]
-
-
-class _AttemptTracker:
-    """A Tracker whose new runs also carry the grid, attempt and worker tags, and whose runs that a
-    later attempt marked KILLED stay so: a worker the scheduler gave up for dead (a lost network,
-    missed heartbeats) that comes back and completes its fit does not finish the cell twice."""
-
-    def __init__(self, tracker: Any, tags: Mapping[str, Any]):
-        self._tracker, self._tags = tracker, dict(tags)
-
-    def start(self, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any]) -> str:
-        return self._tracker.start(run_name, {**tags, **self._tags}, params)
-
-    def claim(self, run_key: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any], since: int = 0,
-              on_reap: Any = None) -> Any:
-        return self._tracker.claim(run_key, run_name, {**tags, **self._tags}, params, since=since, on_reap=on_reap)
-
-    def finish(self, run_id: str, status: str = "FINISHED") -> None:
-        if status == "FINISHED" and self._tracker.status(run_id) == "KILLED":
-            return
-        self._tracker.finish(run_id, status)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tracker, name)
-
-
-def cell_task(suite: Suite, cell: Cell, key: str, uri: str, experiment: str, grid: str, force: bool = False,
-              threads: int | None = None) -> Outcome:
-    """Run one cell on a worker (or here): the Dask task of runners.run's grid. Returns run_cell's
-    (status, message).
-
-    Idempotent: a FINISHED run of `key` (with `force`, one of this `grid`) is returned without
-    training; runs of `key` of this grid still RUNNING are an earlier attempt's whose worker died:
-    they are marked KILLED, tagged with the attempt that superseded them, before this attempt
-    starts. A RUNNING run of another process (another grid, a runners.run) whose claim is alive is
-    waited for (runners.tracking.Tracker.claim); a dead or stale one is taken over."""
-    from .run import await_cell, cell_identity, cell_title, load_cell_data
-    from .tracking import TrackingError
-
-    worker = _prepare(suite.imports, threads)
-    title = cell_title(cell)
-    here = cell_identity(cell, load_cell_data(cell))[0]
-    if here != key:  # another checkout, or other data files, on this machine
-        return "FAILED", (f"FAILED {title}: {_worker_name(worker)} computes run key {here}, the parent {key}: "
-                          "every machine needs the same commit, plug-ins and data files")
-    tracker = _tracker(uri, experiment)
-    runs = tracker.runs_of(key)
-    ours = {r.run_id for r in runs if r.tags.get("grid_id") == grid}
-    finished = [r for r in runs if r.status == "FINISHED" and (not force or r.run_id in ours)]
-    if finished:
-        earlier = finished[-1].tags.get("attempt")
-        by = f"attempt {earlier} of this grid" if finished[-1].run_id in ours else "an earlier grid"
-        return "FINISHED", f"{title}: already finished by {by} (run {finished[-1].run_id}); not trained again"
-    attempt = len(ours) + 1
-    stale = [r for r in runs if r.status == "RUNNING" and r.tags.get("grid_id") == grid]
-    for record in stale:
-        tracker.set_tags(record.run_id, {"error": "its worker died while it ran (never finished)",
-                                         "superseded_by": f"attempt {attempt} of grid {grid} on {_worker_name(worker)}"})
-        tracker.finish(record.run_id, "KILLED")
-    _event(worker, kind="started", grid=grid, key=key, title=title, attempt=attempt, where=_worker_name(worker),
-           killed=len(stale))
-    tags = {"grid_id": grid, "attempt": attempt, "dask_worker": _worker_name(worker)}
-    try:
-        return await_cell(suite, cell, _AttemptTracker(tracker, tags), since=int(time.time() * 1000) if force else 0)
-    except TrackingError as exc:  # not retried: the store fails for every attempt alike
-        return "FAILED", f"FAILED {title}: {exc}"
 
 
 # --- submitting and following tasks --------------------------------------------------------------
@@ -556,10 +456,10 @@ def _follow(client: Any, futures: Mapping[Any, Any], grid: str, log: Log, on_don
         client.unsubscribe_topic(TOPIC)
 
 
-def run_cells(client: Any, suite: Suite, todo: Sequence[tuple[Cell, str]], tracking_uri: str, experiment: str,
-              on_outcome: Callable[[str, Outcome, str], None], *, log: Log = print, force: bool = False,
+def run_cells(client: Any, task: CellTask, suite: Suite, todo: Sequence[tuple[Cell, str]], tracking_uri: str,
+              experiment: str, on_outcome: Callable[[str, Outcome, str], None], *, log: Log = print, force: bool = False,
               retries: int = DEFAULT_RETRIES, threads: int | None = None) -> None:
-    """Submit one task per cell of `todo` ((cell, run key) pairs) to `client` and call
+    """Submit one `task` (runners.run.cell_task) per cell of `todo` ((cell, run key) pairs) to `client` and call
     on_outcome(key, (status, message), line) for each as it ends, `line` being the message to show:
     the cell's outcome with the count so far and an ETA. Cells sharing a key are trained once.
     The experiment must exist; start lines of each attempt go to `log`."""
@@ -568,11 +468,10 @@ def run_cells(client: Any, suite: Suite, todo: Sequence[tuple[Cell, str]], track
     cells: dict[str, list[Cell]] = {}
     for cell, key in todo:
         cells.setdefault(key, []).append(cell)
-    futures = {client.submit(cell_task, suite, group[0], key, uri, experiment, grid, force, threads,
+    futures = {client.submit(task, suite, group[0], key, uri, experiment, grid, force, threads,
                              key=f"cell-{key}-{grid}", resources={FIT_RESOURCE: 1}, retries=retries, pure=False): key
                for key, group in cells.items()}
     progress = _Progress(len(todo), "cells")
-    from .run import cell_title
 
     def done(future: Any, result: Outcome | None) -> None:
         key = futures[future]
@@ -584,94 +483,28 @@ def run_cells(client: Any, suite: Suite, todo: Sequence[tuple[Cell, str]], track
     _follow(client, futures, grid, log, done)
 
 
-def run_grid_on_cluster(spec: ClusterSpec, suite: Suite, todo: Sequence[tuple[Cell, str]], tracker: Any,
+def run_grid_on_cluster(spec: ClusterSpec, task: CellTask, suite: Suite, todo: Sequence[tuple[Cell, str]], tracker: Any,
                         on_outcome: Callable[[str, Outcome, str], None], *, log: Log = print, force: bool = False) -> None:
     """Open the cluster of `spec` and run the cells of `todo` on it (see run_cells)."""
     if spec.remote and _is_local_store(tracker.uri):
         log(f"note: the workers write to {portable_uri(tracker.uri)}: every worker must see that path (a shared "
             "file system); an MLflow server (--tracking-uri http://HOST:5000) is the robust choice")
     with open_cluster(spec, log) as client:
-        run_cells(client, suite, todo, tracker.uri, tracker.experiment, on_outcome, log=log, force=force,
+        run_cells(client, task, suite, todo, tracker.uri, tracker.experiment, on_outcome, log=log, force=force,
                   retries=spec.retries)
 
 
 # --- tuning trials -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class StudyJob:
-    """What a worker needs to run trials of one study: the study's name, the method, its data set
-    (loaded on the worker), bits, seed, device, fixed overrides, the stopping rule, plug-ins."""
-
-    study: str
-    method: str
-    dataset: DatasetEntry
-    bits: int
-    seed: int
-    device: str = "cpu"
-    base: Mapping[str, Any] = field(default_factory=dict)
-    stopping: Mapping[str, Any] = field(default_factory=dict)
-    imports: tuple[str, ...] = ()
-
-
-def _trial_storage(url: str) -> Any:
-    """Return the Optuna storage a worker uses for `url`: an RDB storage with a heartbeat, so a
-    trial whose worker died is marked FAIL when the next trial starts; a journal file as is."""
-    if url not in _storages:
-        from .tune import open_storage
-
-        storage = open_storage(url)
-        if isinstance(storage, str):
-            import warnings
-
-            import optuna
-
-            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
-        _storages[url] = storage
-    return _storages[url]
-
-
-def trial_task(storage_url: str, job: StudyJob, index: int, uri: str | None, experiment: str, grid: str) -> dict[str, Any]:
-    """Run one trial of `job.study` on a worker (or here); return its number, state and value.
-
-    The study exists (the parent created it). The sampler draws trial N with job.seed + N
-    (runners.tune.TrialSeededSampler), so trials running at once do not draw the same point."""
-    import optuna
-
-    from .run import load_dataset
-    from .tune import TRIAL_ERRORS, make_objective, study_algorithms
-
-    worker = _prepare(job.imports, None)
-    data = load_dataset(job.dataset)
-    study = optuna.load_study(study_name=job.study, storage=_trial_storage(storage_url),
-                              **study_algorithms(job.seed))
-    tracker = _tracker(uri, experiment) if uri else None
-    objective = make_objective(job.method, job.dataset.name, data, job.bits, job.seed, job.device, job.base, tracker,
-                               job.study, job.stopping)
-    where = _worker_name(worker)
-
-    def tagged(trial: optuna.Trial) -> float:
-        trial.set_user_attr("dask_worker", where)
-        _event(worker, kind="started", grid=grid, title=f"{job.study} trial {trial.number}", where=where)
-        return objective(trial)
-
-    ran: list[optuna.trial.FrozenTrial] = []
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(tagged, n_trials=1, catch=TRIAL_ERRORS, callbacks=[lambda _, trial: ran.append(trial)])
-    trial = ran[0]
-    return {"study": job.study, "number": trial.number, "state": trial.state.name, "value": trial.value, "worker": where}
-
-
-def run_trials(client: Any, storage_url: str, jobs: Sequence[StudyJob], trials: int, *, tracking: tuple[str, str] | None,
-               log: Log = print, retries: int = DEFAULT_RETRIES, timeout: float | None = None) -> list[dict[str, Any]]:
+def run_trials(client: Any, task: TrialTask, storage_url: str, jobs: Sequence[Any], trials: int, *,
+               tracking: tuple[str, str] | None, log: Log = print, retries: int = DEFAULT_RETRIES, timeout: float | None = None) -> list[dict[str, Any]]:
     """Run `trials` trials of every study of `jobs` on the cluster's workers, one task per trial,
     all studies at once; return what each task reported. The studies must exist (create_study
     in the parent first); `tracking` is (MLflow URI, experiment) for per-trial runs, or None."""
     grid = uuid.uuid4().hex[:12]
     uri, experiment = (portable_uri(tracking[0]), tracking[1]) if tracking else (None, "")
     storage_url = portable_storage(storage_url)
-    futures = {client.submit(trial_task, storage_url, job, i, uri, experiment, grid, key=f"trial-{job.study}-{i}-{grid}",
+    futures = {client.submit(task, storage_url, job, i, uri, experiment, grid, key=f"trial-{job.study}-{i}-{grid}",
                              resources={FIT_RESOURCE: 1}, retries=retries, pure=False): job
                for job in jobs for i in range(trials)}
     progress = _Progress(len(futures), "trials")
@@ -695,12 +528,12 @@ def run_trials(client: Any, storage_url: str, jobs: Sequence[StudyJob], trials: 
     return results
 
 
-def tune_on_cluster(spec: ClusterSpec, storage_url: str, jobs: Sequence[StudyJob], trials: int, *, tracker: Any | None,
-                    log: Log = print, timeout: float | None = None) -> list[dict[str, Any]]:
+def tune_on_cluster(spec: ClusterSpec, task: TrialTask, storage_url: str, jobs: Sequence[Any], trials: int, *,
+                    tracker: Any | None, log: Log = print, timeout: float | None = None) -> list[dict[str, Any]]:
     """Open the cluster of `spec` and run the studies' trials on it (see run_trials)."""
     if spec.remote and _is_local_store(storage_url):
         log(f"note: the workers use the Optuna storage {storage_url}: every worker must reach it; PostgreSQL "
             "(postgresql+psycopg2://USER@HOST/DB) is the storage for more than one machine")
     with open_cluster(spec, log) as client:
-        return run_trials(client, storage_url, jobs, trials, log=log, retries=spec.retries, timeout=timeout,
+        return run_trials(client, task, storage_url, jobs, trials, log=log, retries=spec.retries, timeout=timeout,
                           tracking=None if tracker is None else (tracker.uri, tracker.experiment))

@@ -28,7 +28,9 @@ from .scoring import spec_for_metric
 from .records import RunRecord
 from .rescore import rescore
 from .cluster import ClusterError, spec_from_args
-from .run import STORE_FAULT, add_grid_arguments, cell_key, load_cell_data, parse_shard, prepare_store, run_grid, suite_from_args
+from .cells import cell_key, load_cell_data
+from .grid_arguments import add_grid_arguments, parse_shard, suite_from_args
+from .run import STORE_FAULT, prepare_store, run_grid
 from .suite import Cell, SuiteError
 from .tracking import Tracker, TrackingError
 

@@ -21,9 +21,12 @@ from typing import Sequence
 from datasets import CrossModalData
 
 from . import artifacts
+from .cells import cell_key, load_cell_data
+from .grid_arguments import add_grid_arguments, suite_from_args
 from .scoring import CodeSet, MetricSpec, evaluate_codes
 from .identity import metrics_version
 from .records import RunRecord
+from .suite import SuiteError
 from .tracking import Tracker
 
 
@@ -69,9 +72,6 @@ def rescore(tracker: Tracker, record: RunRecord, data: CrossModalData, spec: Met
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .run import add_grid_arguments, cell_key, load_cell_data, suite_from_args
-    from .suite import SuiteError
-
     parser = argparse.ArgumentParser(prog="python -m runners.rescore", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))

@@ -24,7 +24,7 @@ import platform
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,22 +32,22 @@ import numpy as np
 import torch
 from rich.console import Console
 
-import datasets
 import methods
-from datasets import CrossModalData
-from datasets.preprocessing import describe as describe_steps, preprocess
+from datasets.preprocessing import describe as describe_steps
 from methods import FitContext
 
 from . import artifacts
-from .cluster import ClusterError, ClusterSpec, add_cluster_arguments, run_grid_on_cluster, spec_from_args
+from .cells import cell_identity, cell_key, load_cell_data
+from .cluster import (ClusterError, ClusterSpec, prepare_worker, run_grid_on_cluster, send_event, spec_from_args,
+                      worker_name, worker_tracker)
+from .grid_arguments import add_grid_arguments, in_shard, parse_shard, suite_from_args
 from .scoring import encode_splits
-from .identity import fit_code_version, git_commit, metrics_version, run_key
+from .identity import git_commit, metrics_version
 from .progress import Reporter
 from .records import FitSummary, RunRecord
 from .rescore import rescore, score_into
 from .spool import Entry, spool_dir, upload, upload_all
-from .suite import (DEFAULT_SUITE, Cell, DatasetEntry, MethodEntry, Suite, SuiteError, check_device, load_suite,
-                    load_tuned, select)
+from .suite import Cell, Suite, SuiteError, cell_title
 from .tracking import Tracker, TrackingError, holder, reaped_line, store_fault
 
 HELD, REUSED = "HELD", "REUSED"  # run_cell outcomes besides FINISHED / FAILED: another process holds / finished it
@@ -65,26 +65,6 @@ class GridReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def cell_identity(cell: Cell, data: CrossModalData) -> tuple[str, dict[str, Any], str]:
-    """Return (run_key, resolved method params, fit code version) of a cell on its loaded data."""
-    method = methods.create(cell.method.name, cell.method.overrides)
-    params = method.params()
-    version = fit_code_version(cell.method.name, cell.dataset.name)
-    key = run_key({
-        "dataset": cell.dataset.name, "dataset_options": dict(cell.dataset.options),
-        "preprocessing": dict(data.meta.preprocessing), "split_hash": data.meta.split_hash,
-        "fingerprint": data.fingerprint(), "method": cell.method.name, "params": params,
-        "bits": cell.bits, "seed": cell.seed, "code_version": version,
-        "stopping": dataclasses.asdict(cell.stopping),
-    })
-    return key, params, version
-
-
-def cell_key(cell: Cell) -> str:
-    """Return the run key of a cell (loading its data set, kept for the next cells)."""
-    return cell_identity(cell, load_cell_data(cell))[0]
-
-
 def _environment_tags(device: str) -> dict[str, str]:
     return {
         "device": device,
@@ -93,24 +73,6 @@ def _environment_tags(device: str) -> dict[str, str]:
         "python_version": platform.python_version(),
         "git_commit": git_commit(),
     }
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """Return (index, count) from 'I/N' with 0 <= I < N, or None; SuiteError otherwise."""
-    if text is None:
-        return None
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise SuiteError(f"--shard expects I/N (e.g. 0/3), got {text!r}") from None
-    if not 0 <= index < count:
-        raise SuiteError(f"--shard {text}: need 0 <= I < N")
-    return index, count
-
-
-def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
-    """True if the run `key` belongs to `shard` (cells split by their key, stable across machines)."""
-    return shard is None or int(key, 16) % shard[1] == shard[0]
 
 
 def prepare_store(tracker: Tracker, spool: str | Path | None = None, console: Console | None = None,
@@ -178,7 +140,8 @@ def run_grid(suite: Suite, tracker: Tracker, *, force: bool = False, workers: in
             except TrackingError as exc:
                 raise TrackingError(f"{exc}; the grid stopped after {reporter.done} of {len(todo)} cells") from exc
         else:
-            run_grid_on_cluster(cluster, suite, todo, tracker, lambda key, outcome, line: _record(report, reporter, key, outcome, line),
+            run_grid_on_cluster(cluster, cell_task, suite, todo, tracker,
+                                lambda key, outcome, line: _record(report, reporter, key, outcome, line),
                                 log=reporter.log, force=force)
     return report
 
@@ -203,34 +166,6 @@ def await_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | 
         if reporter:
             reporter.describe(f"waiting: {outcome[1]}")
         time.sleep(POLL_SECONDS)
-
-
-_loaded: dict[str, CrossModalData] = {}
-
-
-def load_dataset(entry: DatasetEntry, reporter: Reporter | None = None) -> CrossModalData:
-    """Return a suite's data set, preprocessed as the suite declares; only the most recent one
-    stays in memory (cells come grouped by data set)."""
-    ds_id = repr((entry.name, sorted(entry.options.items()), entry.preprocess))
-    if ds_id not in _loaded:
-        _loaded.clear()
-        if reporter:
-            reporter.describe(f"loading {entry.name}")
-        data = datasets.load(entry.name, **entry.options)
-        _loaded[ds_id] = preprocess(data, entry.preprocess)
-        if reporter:
-            reporter.log(_loaded[ds_id].summary())
-    return _loaded[ds_id]
-
-
-def load_cell_data(cell: Cell, reporter: Reporter | None = None) -> CrossModalData:
-    """Return the cell's data set (see load_dataset)."""
-    return load_dataset(cell.dataset, reporter)
-
-
-def cell_title(cell: Cell) -> str:
-    """Return a run's name, leading with what differs between the cells of a grid."""
-    return f"{cell.method.label} {cell.bits}b seed {cell.seed} · {cell.dataset.name}"
 
 
 def fit_summary(encoder: Any, seconds: float) -> FitSummary:
@@ -359,6 +294,69 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
         tracker.release(run_id)
 
 
+class AttemptTracker:
+    """A Tracker whose new runs also carry the grid, attempt and worker tags, and whose runs that a
+    later attempt marked KILLED stay so: a worker the scheduler gave up for dead (a lost network,
+    missed heartbeats) that comes back and completes its fit does not finish the cell twice."""
+
+    def __init__(self, tracker: Any, tags: Mapping[str, Any]):
+        self._tracker, self._tags = tracker, dict(tags)
+
+    def start(self, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+        return self._tracker.start(run_name, {**tags, **self._tags}, params)
+
+    def claim(self, run_key: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any], since: int = 0,
+              on_reap: Any = None) -> Any:
+        return self._tracker.claim(run_key, run_name, {**tags, **self._tags}, params, since=since, on_reap=on_reap)
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        if status == "FINISHED" and self._tracker.status(run_id) == "KILLED":
+            return
+        self._tracker.finish(run_id, status)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tracker, name)
+
+
+def cell_task(suite: Suite, cell: Cell, key: str, uri: str, experiment: str, grid: str, force: bool = False,
+              threads: int | None = None) -> tuple[str, str]:
+    """Run one cell on a worker (or here): the Dask task of this module's grid. Returns run_cell's
+    (status, message).
+
+    Idempotent: a FINISHED run of `key` (with `force`, one of this `grid`) is returned without
+    training; runs of `key` of this grid still RUNNING are an earlier attempt's whose worker died:
+    they are marked KILLED, tagged with the attempt that superseded them, before this attempt
+    starts. A RUNNING run of another process (another grid, a runners.run) whose claim is alive is
+    waited for (runners.tracking.Tracker.claim); a dead or stale one is taken over."""
+    worker = prepare_worker(suite.imports, threads)
+    title = cell_title(cell)
+    here = cell_identity(cell, load_cell_data(cell))[0]
+    if here != key:  # another checkout, or other data files, on this machine
+        return "FAILED", (f"FAILED {title}: {worker_name(worker)} computes run key {here}, the parent {key}: "
+                          "every machine needs the same commit, plug-ins and data files")
+    tracker = worker_tracker(uri, experiment)
+    runs = tracker.runs_of(key)
+    ours = {r.run_id for r in runs if r.tags.get("grid_id") == grid}
+    finished = [r for r in runs if r.status == "FINISHED" and (not force or r.run_id in ours)]
+    if finished:
+        earlier = finished[-1].tags.get("attempt")
+        by = f"attempt {earlier} of this grid" if finished[-1].run_id in ours else "an earlier grid"
+        return "FINISHED", f"{title}: already finished by {by} (run {finished[-1].run_id}); not trained again"
+    attempt = len(ours) + 1
+    stale = [r for r in runs if r.status == "RUNNING" and r.tags.get("grid_id") == grid]
+    for record in stale:
+        tracker.set_tags(record.run_id, {"error": "its worker died while it ran (never finished)",
+                                         "superseded_by": f"attempt {attempt} of grid {grid} on {worker_name(worker)}"})
+        tracker.finish(record.run_id, "KILLED")
+    send_event(worker, kind="started", grid=grid, key=key, title=title, attempt=attempt, where=worker_name(worker),
+               killed=len(stale))
+    tags = {"grid_id": grid, "attempt": attempt, "dask_worker": worker_name(worker)}
+    try:
+        return await_cell(suite, cell, AttemptTracker(tracker, tags), since=int(time.time() * 1000) if force else 0)
+    except TrackingError as exc:  # not retried: the store fails for every attempt alike
+        return "FAILED", f"FAILED {title}: {exc}"
+
+
 def _abandon(tracker: Tracker, run_id: str) -> None:
     """Delete a claim whose cell left nothing (best effort: the store may not answer; a run left
     RUNNING is marked KILLED by the next grid, its process being dead)."""
@@ -367,52 +365,6 @@ def _abandon(tracker: Tracker, run_id: str) -> None:
         tracker.client.delete_run(run_id)
     except Exception:
         pass
-
-
-def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options shared by runners.run and runners.compare."""
-    parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="suite TOML file (default: %(default)s)")
-    parser.add_argument("--datasets", nargs="+", metavar="NAME", help=f"data sets to use (known: {', '.join(datasets.available())})")
-    parser.add_argument("--methods", nargs="+", metavar="NAME", help=f"methods or suite labels to use (known: {', '.join(methods.available())})")
-    parser.add_argument("--bits", nargs="+", type=int, metavar="K", help="hash lengths, e.g. 16 32 64")
-    parser.add_argument("--seeds", nargs="+", type=int, metavar="S", help="seeds, e.g. 0 1 2")
-    parser.add_argument("--device", help="torch device (cpu, cuda, cuda:1); default: the suite's")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    parser.add_argument("--experiment", default="xmodal-hash-bench", help="MLflow experiment name (default: %(default)s)")
-    parser.add_argument("--force", action="store_true", help="rerun every cell even if MLflow holds it")
-    parser.add_argument("--shard", metavar="I/N", help="only shard I of N of the grid (cells split by run key); a static "
-                        "split kept for machines without a shared scheduler: prefer --scheduler")
-    parser.add_argument("--params-from", metavar="STUDY", help="use the best config of this Optuna study for its method")
-    parser.add_argument("--tuned", metavar="FILE", help="run every method with its tuned config from FILE (written by runners.tune --suite)")
-    parser.add_argument("--optuna-storage", default="sqlite:///optuna.db", help="storage of --params-from (default: %(default)s)")
-    parser.add_argument("--spool", metavar="DIR", help="where results wait until MLflow has them (default: $XMH_SPOOL, "
-                        "else STORE.spool beside a sqlite store, else ~/.cache/xmodal-hash-bench/spool/SERVER)")
-    add_cluster_arguments(parser)
-
-
-def suite_from_args(args: argparse.Namespace) -> Suite:
-    """Return the suite file narrowed by the command line (SuiteError on bad input)."""
-    suite = load_suite(args.suite)
-    device = args.device and check_device(args.device, "--device")
-    suite = select(suite, datasets_=args.datasets, methods_=args.methods, bits=args.bits, seeds=args.seeds, device=device)
-    if getattr(args, "tuned", None):
-        suite = load_tuned(args.tuned, suite)
-    if getattr(args, "params_from", None):
-        from .tune import best_overrides, open_storage  # optuna is only imported when asked for
-
-        method, overrides = best_overrides(open_storage(args.optuna_storage), args.params_from)
-        suite = with_tuned_method(suite, method, overrides, args.params_from)
-    return suite
-
-
-def with_tuned_method(suite: Suite, method: str, overrides: dict[str, Any], study: str) -> Suite:
-    """Return `suite` where entries of `method` use `overrides` (label gets ' (tuned)'), or with
-    the tuned method added if the suite does not have it."""
-    tuned = [MethodEntry(m.name, f"{m.label} (tuned)", {**m.overrides, **overrides}) if m.name == method else m
-             for m in suite.methods]
-    if all(m.name != method for m in suite.methods):
-        tuned.append(MethodEntry(method, f"{method} (tuned: {study})", overrides))
-    return replace(suite, methods=tuple(tuned))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

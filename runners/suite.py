@@ -74,6 +74,11 @@ class Cell:
     stopping: StoppingRule = StoppingRule()  # the suite's shared rule; part of the run key
 
 
+def cell_title(cell: Cell) -> str:
+    """Return a run's name, leading with what differs between the cells of a grid."""
+    return f"{cell.method.label} {cell.bits}b seed {cell.seed} · {cell.dataset.name}"
+
+
 @dataclass(frozen=True)
 class TunedConfigs:
     """Tuned config overrides per (data set, method label), as runners.tune --suite writes them."""
@@ -206,6 +211,50 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         raise SuiteError(f"{path}: not valid TOML ({exc})") from None
 
 
+
+# --- a suite's [cluster] table (runners.cluster opens what it names) -----------------------------
+
+CLUSTER_KEYS = {"workers", "scheduler", "jobqueue", "jobs", "options", "retries"}
+JOBQUEUES = {"slurm": "SLURMCluster", "pbs": "PBSCluster"}  # --jobqueue -> dask_jobqueue class
+
+
+class ClusterError(SuiteError):
+    """A cluster that cannot be used: bad options, an unreachable scheduler, a missing package."""
+
+
+def _cluster_field(where: str, key: str) -> str:
+    return f"--{key}" if where == "--" else f"{where}.{key}"
+
+
+def _cluster_int(value: Any, where: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ClusterError(f"{where}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_cluster_table(table: Any, where: str = "cluster") -> dict[str, Any]:
+    """Return a suite's [cluster] table checked (keys, types); ClusterError naming what is accepted."""
+    if not isinstance(table, Mapping):
+        raise ClusterError(f"{where}: expected a table ([cluster]), got {type(table).__name__}")
+    unknown = sorted(set(table) - CLUSTER_KEYS)
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], CLUSTER_KEYS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ClusterError(f"{where}: unknown key {unknown[0]!r}{hint}; accepted: {', '.join(sorted(CLUSTER_KEYS))}")
+    for key in ("workers", "jobs"):
+        if key in table:
+            _cluster_int(table[key], _cluster_field(where, key))
+    if "retries" in table:
+        _cluster_int(table["retries"], _cluster_field(where, "retries"), minimum=0)
+    if "scheduler" in table and not isinstance(table["scheduler"], str):
+        raise ClusterError(f"{_cluster_field(where, 'scheduler')}: expected an address such as \"tcp://10.0.0.5:8786\"")
+    if "jobqueue" in table and table["jobqueue"] not in JOBQUEUES:
+        raise ClusterError(f"{_cluster_field(where, 'jobqueue')}: expected one of {', '.join(JOBQUEUES)}, got {table['jobqueue']!r}")
+    if not isinstance(table.get("options", {}), Mapping):
+        raise ClusterError(f"{_cluster_field(where, 'options')}: expected a table of dask-jobqueue options (queue, cores, memory, ...)")
+    return {k: (dict(v) if k == "options" else v) for k, v in table.items()}
+
+
 def import_plugins(entries: Sequence[str], where: str = "imports") -> None:
     """Import each entry (a module name, or a .py file path) so the methods and data sets it
     registers exist; a file is imported once per process under a name derived from its path."""
@@ -232,8 +281,6 @@ def import_plugins(entries: Sequence[str], where: str = "imports") -> None:
 
 def parse_suite(raw: Mapping[str, Any], source: str) -> Suite:
     """Return a checked Suite from the parsed TOML mapping `raw` read from `source`."""
-    from .cluster import check_cluster_table  # it imports this module
-
     _unknown_keys(raw, SUITE_KEYS, source)
     base = Path(source).resolve().parent
     imports = tuple(str(base / i) if i.endswith(".py") and not Path(i).is_absolute() else i

@@ -29,6 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -43,10 +45,12 @@ from datasets.preprocessing import preprocess
 from methods import FitContext, stopping_rule
 from methods.base import ConfigError, HashingMethod, check_bits
 
-from .cluster import StudyJob, add_cluster_arguments, cli_choices, cluster_spec, tune_on_cluster
+from .cells import load_dataset
+from .cluster import (add_cluster_arguments, cli_choices, cluster_spec, prepare_worker, send_event, tune_on_cluster,
+                      worker_name, worker_tracker)
 from .identity import fit_code_version, git_commit
 from .scoring import validation_map
-from .suite import DatasetEntry, SuiteError, check_device
+from .suite import DatasetEntry, SuiteError, check_device, load_suite, select
 from .tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -285,14 +289,72 @@ def write_tuned(path: Path, suite_source: str, trials: int, bits: int, rows: lis
     path.write_text("\n".join(lines))
 
 
+# --- trials on a Dask cluster (runners.cluster runs these tasks) ----------------------------------
+
+_storages: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """What a worker needs to run trials of one study: the study's name, the method, its data set
+    (loaded on the worker), bits, seed, device, fixed overrides, the stopping rule, plug-ins."""
+
+    study: str
+    method: str
+    dataset: DatasetEntry
+    bits: int
+    seed: int
+    device: str = "cpu"
+    base: Mapping[str, Any] = field(default_factory=dict)
+    stopping: Mapping[str, Any] = field(default_factory=dict)
+    imports: tuple[str, ...] = ()
+
+
+def _trial_storage(url: str) -> Any:
+    """Return the Optuna storage a worker uses for `url`: an RDB storage with a heartbeat, so a
+    trial whose worker died is marked FAIL when the next trial starts; a journal file as is."""
+    if url not in _storages:
+        storage = open_storage(url)
+        if isinstance(storage, str):
+            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna's words
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
+        _storages[url] = storage
+    return _storages[url]
+
+
+def trial_task(storage_url: str, job: StudyJob, index: int, uri: str | None, experiment: str, grid: str) -> dict[str, Any]:
+    """Run one trial of `job.study` on a worker (or here); return its number, state and value.
+
+    The study exists (the parent created it). The sampler draws trial N with job.seed + N
+    (runners.tune.TrialSeededSampler), so trials running at once do not draw the same point."""
+    worker = prepare_worker(job.imports, None)
+    data = load_dataset(job.dataset)
+    study = optuna.load_study(study_name=job.study, storage=_trial_storage(storage_url),
+                              **study_algorithms(job.seed))
+    tracker = worker_tracker(uri, experiment) if uri else None
+    objective = make_objective(job.method, job.dataset.name, data, job.bits, job.seed, job.device, job.base, tracker,
+                               job.study, job.stopping)
+    where = worker_name(worker)
+
+    def tagged(trial: optuna.Trial) -> float:
+        trial.set_user_attr("dask_worker", where)
+        send_event(worker, kind="started", grid=grid, title=f"{job.study} trial {trial.number}", where=where)
+        return objective(trial)
+
+    ran: list[optuna.trial.FrozenTrial] = []
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(tagged, n_trials=1, catch=TRIAL_ERRORS, callbacks=[lambda _, trial: ran.append(trial)])
+    trial = ran[0]
+    return {"study": job.study, "number": trial.number, "state": trial.state.name, "value": trial.value, "worker": where}
+
+
 def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, storage_url: str, output: Path,
                tracker: Tracker | None, console: Console, selection: Mapping[str, Any],
                cluster: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Tune every (data set, method) of a suite with the same trial budget; write and return the
     tuned configs. With `cluster` (command-line choices, over the suite's [cluster] table) every
     study's trials run at once on a Dask cluster (runners.cluster)."""
-    from .run import load_dataset
-    from .suite import load_suite, select
 
     suite = select(load_suite(suite_path), **selection)
     bits = bits or suite.bits[len(suite.bits) // 2]
@@ -312,7 +374,7 @@ def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, sto
     if not spec.in_process:
         for entry in suite.datasets:
             check_tunable(load_dataset(entry), entry.name)
-        tune_on_cluster(spec, storage_url, [StudyJob(study.study_name, m.name, entry, bits, seed, suite.device, m.overrides,
+        tune_on_cluster(spec, trial_task, storage_url, [StudyJob(study.study_name, m.name, entry, bits, seed, suite.device, m.overrides,
                                                      suite.stopping, suite.imports) for entry, m, study in studies],
                         trials, tracker=tracker, log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     rows = []
@@ -404,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             check_tunable(data, args.dataset)
             job = StudyJob(name, args.method, DatasetEntry(args.dataset, loader_opts, "auto"), bits, args.seed, args.device, base)
-            tune_on_cluster(cluster, args.storage, [job], args.trials, tracker=tracker, timeout=args.timeout,
+            tune_on_cluster(cluster, trial_task, args.storage, [job], args.trials, tracker=tracker, timeout=args.timeout,
                             log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")

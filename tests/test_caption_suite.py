@@ -12,7 +12,7 @@ import pytest
 
 from caption_fixtures import write_scan_learnable
 from runners import compare, leaderboard
-from runners.run import cell_key
+from runners.cells import cell_key
 from runners.suite import load_suite
 from runners.tracking import Tracker
 

@@ -21,7 +21,8 @@ import pytest
 import datasets.registry
 import methods.registry
 from runners import cluster as engine
-from runners.run import _loaded, cell_key
+from runners.cells import cell_key, forget_loaded
+from runners.run import AttemptTracker, cell_task
 from runners.suite import load_suite
 from runners.tracking import Tracker
 
@@ -100,7 +101,7 @@ def plugin(plugin_file):
     for name in set(sys.modules) - before[2]:
         if name.startswith("xmh_plugin_"):
             del sys.modules[name]
-    _loaded.clear()
+    forget_loaded()
 
 
 def _suite(folder: Path, plugin: Path, sleep: float) -> Path:
@@ -172,29 +173,29 @@ def test_a_cell_task_run_again_never_trains_a_finished_cell_twice(tmp_path, plug
     fast8, fast16 = (c for c in suite.cells() if c.method.label == "Fast")
     k8, k16 = cell_key(fast8), cell_key(fast16)
 
-    assert engine.cell_task(suite, fast8, k8, uri, EXPERIMENT, "grid-a")[0] == "FINISHED"
-    status, message = engine.cell_task(suite, fast8, k8, uri, EXPERIMENT, "grid-a")  # its result was lost: retried
+    assert cell_task(suite, fast8, k8, uri, EXPERIMENT, "grid-a")[0] == "FINISHED"
+    status, message = cell_task(suite, fast8, k8, uri, EXPERIMENT, "grid-a")  # its result was lost: retried
     assert status == "FINISHED" and "already finished by attempt 1 of this grid" in message and "not trained again" in message
     assert [r.status for r in tracker.runs_of(k8)] == ["FINISHED"]
 
     dead = tracker.start("a dead attempt", {"run_key": k16, "grid_id": "grid-a", "attempt": 1, "dask_worker": "w9"}, {})
-    assert engine.cell_task(suite, fast16, k16, uri, EXPERIMENT, "grid-a")[0] == "FINISHED"
+    assert cell_task(suite, fast16, k16, uri, EXPERIMENT, "grid-a")[0] == "FINISHED"
     runs = {r.run_id: r for r in tracker.runs_of(k16)}
     assert runs[dead].status == "KILLED" and runs[dead].tags["superseded_by"].startswith("attempt 2 of grid grid-a")
     assert [(r.status, r.tags["attempt"]) for r in runs.values() if r.run_id != dead] == [("FINISHED", "2")]
 
-    assert engine.cell_task(suite, fast8, k8, uri, EXPERIMENT, "grid-b", force=True)[0] == "FINISHED"  # --force: once more
-    assert "attempt 1 of this grid" in engine.cell_task(suite, fast8, k8, uri, EXPERIMENT, "grid-b", force=True)[1]
+    assert cell_task(suite, fast8, k8, uri, EXPERIMENT, "grid-b", force=True)[0] == "FINISHED"  # --force: once more
+    assert "attempt 1 of this grid" in cell_task(suite, fast8, k8, uri, EXPERIMENT, "grid-b", force=True)[1]
     assert [r.status for r in tracker.runs_of(k8)] == ["FINISHED", "FINISHED"]
 
     # a worker given up for dead comes back: the attempt that superseded it marked its run KILLED
-    zombie = engine._AttemptTracker(tracker, {"grid_id": "grid-d", "attempt": 1})
+    zombie = AttemptTracker(tracker, {"grid_id": "grid-d", "attempt": 1})
     lost = zombie.start("a lost attempt", {"run_key": k16}, {})
     tracker.finish(lost, "KILLED")
     zombie.finish(lost)
     assert tracker.status(lost) == "KILLED"
 
-    status, message = engine.cell_task(suite, fast8, "0" * 16, uri, EXPERIMENT, "grid-c")
+    status, message = cell_task(suite, fast8, "0" * 16, uri, EXPERIMENT, "grid-c")
     assert status == "FAILED" and "same commit" in message and len(tracker.runs_of("0" * 16)) == 0
 
 

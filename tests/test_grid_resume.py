@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.run import cell_key
+from runners.cells import cell_key
 from runners.suite import load_suite
 from runners.tracking import Tracker
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import datasets
-from runners.run import cell_key, run_grid
+from runners.cells import cell_key
+from runners.run import run_grid
 from runners.suite import DEFAULT_SUITE, load_suite, select
 from runners.tracking import Tracker
 

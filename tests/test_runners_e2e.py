@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from runners import leaderboard
-from runners.run import cell_key, run_grid
+from runners.cells import cell_key
+from runners.run import run_grid
 from runners.suite import parse_suite
 from runners.tracking import Tracker
 
@@ -272,7 +273,7 @@ def test_stored_codes_reproduce_every_logged_number(store, tmp_path):
     _, suite, tracker, _ = store
     from runners.scoring import evaluate_codes
     from runners.rescore import stored_codes
-    from runners.run import load_cell_data
+    from runners.cells import load_cell_data
 
     cell = suite.cells()[0]
     record = tracker.finished()[cell_key(cell)]
@@ -298,7 +299,7 @@ def test_new_metric_fills_from_stored_codes_without_training(store, tmp_path):
     # Independent check of one filled cell: the truncated AP straight from the reference loop.
     from metrics.reference import reference_average_precisions_at_k
     from runners.rescore import stored_codes
-    from runners.run import load_cell_data
+    from runners.cells import load_cell_data
 
     cell = suite.cells()[0]
     record = tracker.finished()[cell_key(cell)]
@@ -345,3 +346,4 @@ def test_figures_name_their_run_and_the_suite_figure_overlays_every_method(store
                    for r in runs])
     mine = plotted.query("method == 'DCMH' and direction == 't2i' and curve == 'precision_at_k' and x == 10").precision.item()
     assert len(runs) == 2 and mine == pytest.approx(p10)  # the mean over the seeds
+

@@ -86,7 +86,8 @@ def test_help_works(module):
 
 
 def test_shards_partition_the_grid():
-    from runners.run import cell_key, in_shard, parse_shard
+    from runners.cells import cell_key
+    from runners.grid_arguments import in_shard, parse_shard
 
     suite = parse_suite({**GOOD, "bits": [8, 16, 24, 32], "seeds": [0, 1, 2]}, "s.toml")
     keys = [cell_key(c) for c in suite.cells()]
