@@ -42,10 +42,12 @@ bench-scale: install
 tables: install
 	$(PY) -m benchmarks.tables --workers 2
 
-# SAM's ablations (benchmarks/ablation/): each variant minus full SAM with paired p-values ->
-# benchmarks/results/tables-sam-ablation-wiki.md (10 variants x 5 seeds; about 40 minutes on 2 CPU cores).
+# SAM's ablations (benchmarks/ablation/*.toml: real Wikipedia, UCI multiple features, synthetic
+# Wikipedia and MIRFlickr): each variant minus full SAM with paired p-values ->
+# benchmarks/results/tables-sam-ablation-<suite>.md (10 configurations x 5 seeds per data set;
+# about 2 hours on 2 CPU cores).
 ablation: install
-	$(PY) -m benchmarks.tables --suites benchmarks/ablation/sam-wiki.toml --ablation-of SAM --workers 2
+	$(PY) -m benchmarks.tables --suites benchmarks/ablation/*.toml --ablation-of SAM --workers 2
 
 # Optuna study of SAM's margins on the demo data (validation split only); report in the output.
 tune-demo: install

@@ -51,6 +51,7 @@ from .registry import register
 from .training import TrainingLoop, batches_per_pass, seeded_generator
 
 MODS = ("image", "text")
+MAX_CLASS_CURVES = 64  # per-class margins are reported up to this many classes
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class SAMConfig:
     attention_from: Literal["predicted", "prototypes"] = "predicted"
     per_modality: bool = True       # one margin per (modality, class); False: per class only
     m0: float = 0.2                 # (A) base margin and warm-up value
-    margin_beta: float = 0.5        # (A) weight of the compactness gap
+    margin_beta: float = 0.5        # (A) weight of a class's difficulty above the mean (either statistic)
     margin_rho: float = 0.1         # (A) weight of the class-frequency term n_c^(-1/4)
     ema: float = 0.9                # (A) EMA momentum of kappa, per batch (ours)
     m_min: float = 0.05             # clip range (A) / range (B)
@@ -255,7 +256,9 @@ class SAM(HashingMethod):
     """Subspace adaptive margin: DSCMR backbone, proxies, class attention, adaptive margins, hash head."""
 
     Config = SAMConfig
-    version = "4"  # 4: label-driven margins and attention, margins between samples; 3: shared stopping rule
+    # 5: per-class margins reported (training unchanged: same codes as 4); 4: label-driven margins
+    # and attention, margins between samples; 3: shared stopping rule
+    version = "5"
     trained_by_steps = True
 
     @classmethod
@@ -305,12 +308,25 @@ class SAM(HashingMethod):
                 loss.backward()
                 opt.step()
                 values = {"loss": loss, **{f"loss_{k}": t for k, t in terms.items()}}
-                values.update({f"margin_mean_{m}": margins.value(m).detach().mean() for m in MODS})
+                values.update(margin_values(margins, n_classes))
                 loop.step(values)
         record = loop.finish()
         result = encoder()
         result.fit_record = record
         return result
+
+
+def margin_values(margins: Margins, n_classes: int) -> dict[str, torch.Tensor]:
+    """Return the margins to report: the mean per modality, and with at most MAX_CLASS_CURVES
+    classes each (modality, class) margin as 'margin_<modality>/c<k>' (the runner plots these
+    per-class histories; instance-level targets would give thousands)."""
+    values = {}
+    for m in MODS:
+        value = margins.value(m).detach()
+        values[f"margin_mean_{m}"] = value.mean()
+        if n_classes <= MAX_CLASS_CURVES:
+            values.update({f"margin_{m}/c{c}": value[c] for c in range(n_classes)})
+    return values
 
 
 def sam_terms(net: SAMNet, margins: Margins, parts: dict[str, dict[str, torch.Tensor]], y: torch.Tensor, cfg: SAMConfig,
@@ -325,8 +341,9 @@ def sam_terms(net: SAMNet, margins: Margins, parts: dict[str, dict[str, torch.Te
         similar = label_similarity(y, y).repeat(1, 2)
         eye = torch.eye(b, dtype=torch.bool, device=y.device)
         off = torch.zeros_like(eye)
+    uses_proxies = cfg.margin_between == "prototypes" or cfg.margin_statistic == "compactness"
     for i, m in enumerate(MODS):
-        cos = net.cosines(z[m])
+        cos = net.cosines(z[m]) if uses_proxies else None
         terms["label"] = terms["label"] + dscmr_label_loss(net.backbone.predictor(z[m]), y)
         if cfg.margin_between == "samples":
             self_mask = torch.cat([eye, off] if i == 0 else [off, eye], dim=1)

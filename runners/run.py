@@ -38,6 +38,7 @@ from methods import FitContext
 
 from . import artifacts
 from .cells import cell_identity, cell_key, load_cell_data
+from .class_curves import plot_class_histories
 from .cluster import (ClusterError, ClusterSpec, prepare_worker, run_grid_on_cluster, send_event, spec_from_args,
                       worker_name, worker_tracker)
 from .grid_arguments import add_grid_arguments, in_shard, parse_shard, suite_from_args
@@ -239,6 +240,7 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
         codes = encode_splits(encoder, data)
         folder = entry.artifacts  # the fit's outputs, before anything is scored
         codes.save(folder / artifacts.CODES_FILE)
+        plot_class_histories(entry.history, folder, title)
         artifacts.write_config(folder, {"dataset": cell.dataset.name, "dataset_options": dict(cell.dataset.options),
                                         "preprocessing": dict(data.meta.preprocessing), "method": cell.method.name,
                                         "label": cell.method.label, "config": params, "bits": cell.bits,

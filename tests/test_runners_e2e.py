@@ -347,3 +347,31 @@ def test_figures_name_their_run_and_the_suite_figure_overlays_every_method(store
     mine = plotted.query("method == 'DCMH' and direction == 't2i' and curve == 'precision_at_k' and x == 10").precision.item()
     assert len(runs) == 2 and mine == pytest.approx(p10)  # the mean over the seeds
 
+
+def test_sam_margins_per_class_are_metric_histories_and_a_plot(tmp_path):
+    """SAM reports each (modality, class) margin; the runner logs each as an MLflow metric history
+    and draws one figure per modality; the histories show the margins moving apart after warm-up."""
+    from matplotlib import image as mpimg
+
+    from runners.class_curves import class_histories
+
+    raw = {"name": "margins", "bits": [16], "seeds": [0], "datasets": [{"name": "synthetic-wiki", "options": TINY}],
+           "methods": [{"name": "sam", "label": "SAM", "overrides": {"hidden": 64, "common": 32, "max_epochs": 4, "lr": 1e-3}}]}
+    suite = parse_suite(raw, "margins.toml")
+    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "e2e")
+    assert not run_grid(suite, tracker).failed
+    run = tracker.finished()[cell_key(suite.cells()[0])]
+    for modality in ("image", "text"):
+        histories = {c: tracker.client.get_metric_history(run.run_id, f"epoch/margin_{modality}/c{c}") for c in range(10)}
+        assert all(len(h) == 4 for h in histories.values())  # one point per evaluation (an epoch), every class
+        first = {round(h[0].value, 6) for h in histories.values()}
+        last = [h[-1].value for h in histories.values()]
+        assert first == {0.2}  # epoch 0 is the warm-up at m0
+        assert max(last) - min(last) > 1e-3  # then they adapt per class
+        mean = tracker.client.get_metric_history(run.run_id, f"epoch/margin_mean_{modality}")[-1].value
+        assert abs(np.mean(last) - mean) < 1e-6
+        png = Path(tracker.client.download_artifacts(run.run_id, f"training/margin_{modality}.png", str(tmp_path)))
+        assert mpimg.imread(png).shape[0] > 100
+    rows = [("epoch/margin_text/c1", 0.3, 20, 0), ("epoch/margin_text/c0", 0.2, 20, 0), ("epoch/margin_text/c0", 0.1, 10, 0),
+            ("epoch/loss", 1.0, 10, 0), ("epoch/margin_mean_text", 0.2, 10, 0)]
+    assert class_histories(rows) == {"margin_text": {0: [(10, 0.1), (20, 0.2)], 1: [(20, 0.3)]}}
