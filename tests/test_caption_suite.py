@@ -19,7 +19,7 @@ from runners.tracking import Tracker
 N_TEST = 80
 SMALL = "hidden = 256, common = 128, lr = 1e-3, max_epochs = 10"
 METHODS = {  # method -> overrides (small widths and budgets: a test, not the papers' settings)
-    "dcmh": "max_epochs = 4, text_hidden = [128], batch_size = 64",
+    "dcmh": "",  # its paper's settings: a small text net or a short schedule stays at chance (below)
     "dscmr": SMALL,
     "dscmr-hash": SMALL,
     "sam": SMALL.replace("max_epochs = 10", "max_epochs = 8"),
@@ -30,10 +30,14 @@ METHODS = {  # method -> overrides (small widths and budgets: a test, not the pa
 # 200 classes, lr_label 1e-4): its 512 semantic features are ReLU outputs, so theta = F_L F^T / 2 >= 0
 # and the likelihood cannot express "dissimilar"; with 99.5 % of pairs dissimilar the optimum is
 # F = 0. After 120 steps every feature is 0 (the feature term equals batch x n x log 2 exactly) and
-# every class has one code; a linear semantic layer instead gave 24-139 codes, unstable.
-# DCMH's pairwise likelihood stays at chance on instance targets (5 positives per row among the
-# pairs) within test budgets; the others learn. Reported; not hidden.
-LEARN = ("dscmr", "dscmr-hash", "sam")
+# every class has one code; a linear semantic layer instead gave 24-139 codes, unstable. Without
+# the feature term (alpha = 0, codes alone guide) 21 codes; alpha = 0 and lr_label 1e-3, 11; lr_label
+# 1e-3 alone, 1: a label network needs classes, and instance targets give it none to share.
+# DCMH learns here under its paper's settings (8192-unit text layer, DCMH_demo.m's rates over the
+# 500-epoch cap, the shared stopping rule: ~2,700 steps, ~40 s): R@10 49 / 39 % against chance 12 /
+# 12.5 % (32 bits, seed 0); with the 4-epoch, 128-unit budget this test used before it stayed at
+# chance (6 / 11 %): its pairwise likelihood leaves the initial plateau slowly.
+LEARN = ("dcmh", "dscmr", "dscmr-hash", "sam")
 
 
 @pytest.mark.slow
