@@ -15,16 +15,15 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from runners.tracking import Tracker
+from servers import free_port, wait_for_health
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN = Path(__file__).resolve().parent / "fault_plugin.py"
@@ -181,12 +180,6 @@ def test_two_tuning_workers_never_evaluate_the_same_parameters(tmp_path):
 
 # --- a tracking server that dies -----------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def mlflow_server(backend: str, artifacts: Path, port: int):
     """A real `mlflow server` on 127.0.0.1:port in its own process group (it forks uvicorn:
@@ -195,16 +188,7 @@ def mlflow_server(backend: str, artifacts: Path, port: int):
                              "--port", str(port), "--workers", "1", "--artifacts-destination", str(artifacts)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env())
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("mlflow server did not start")
-                time.sleep(0.3)
+        wait_for_health(proc, f"http://127.0.0.1:{port}/health", 120)
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -219,7 +203,7 @@ def test_a_tracking_server_killed_during_and_after_training_loses_nothing(tmp_pa
     stays in the spool, and the next run uploads it; no cell is trained twice."""
     suite = write_suite(tmp_path / "s.toml", [{"label": "During", "overrides": {"block": "fit", "gate_name": "during"}},
                                               {"label": "After", "overrides": {"block": "encode", "gate_name": "after"}}])
-    port = _free_port()
+    port = free_port()
     uri, backend, store = f"http://127.0.0.1:{port}", f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
     gate, spool = tmp_path / "gate", tmp_path / "spool"
     gate.mkdir()

@@ -3,7 +3,6 @@ the leaderboard shows exactly what MLflow holds; a real `mlflow server` on 127.0
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from runners.cells import cell_key
 from runners.run import run_grid
 from runners.suite import parse_suite
 from runners.tracking import Tracker
+from servers import free_port, wait_for_health
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"n_items": 700, "n_train": 450, "n_query": 150, "n_validation": 50}
@@ -108,7 +108,6 @@ def test_leaderboard_matches_mlflow_contents(store):
 def test_compare_formats_and_references(store, tmp_path):
     uri, _, _, _ = store
     suite_file = tmp_path / "tiny.toml"
-    import tomllib  # noqa: F401  (the suite is written back as TOML by hand)
     suite_file.write_text(TINY_SUITE)
     refs = tmp_path / "refs.toml"
     refs.write_text('[[reference]]\ndataset = "synthetic-wiki"\nmethod = "Oracle"\nsource = "made up for the test"\n'
@@ -182,16 +181,10 @@ def test_an_unusable_device_is_refused_before_anything_runs(tmp_path, device, me
     assert not (tmp_path / "m.db").exists()  # nothing ran, no store was even created
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_server_serves_the_runs_over_rest(store, tmp_path):
     uri, suite, tracker, _ = store
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1", "--default-artifact-root", str(tmp_path / "artifacts")],
@@ -199,16 +192,7 @@ def test_mlflow_server_serves_the_runs_over_rest(store, tmp_path):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"mlflow server did not start: {server.stderr.read()[-2000:] if server.poll() is not None else 'timeout'}")
-                time.sleep(0.5)
+        wait_for_health(server, f"{base}/health", 90)
         body = json.dumps({"experiment_ids": [tracker.experiment_id], "filter": "attributes.status = 'FINISHED'",
                            "max_results": 100}).encode()
         request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body,
