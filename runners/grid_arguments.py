@@ -32,7 +32,7 @@ def in_shard(key: str, shard: tuple[int, int] | None) -> bool:
 
 
 def add_grid_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options shared by runners.run and runners.compare."""
+    """Add the options shared by runners.run, runners.compare and runners.rescore."""
     parser.add_argument("--suite", default=str(DEFAULT_SUITE), help="suite TOML file (default: %(default)s)")
     parser.add_argument("--datasets", nargs="+", metavar="NAME", help=f"data sets to use (known: {', '.join(datasets.available())})")
     parser.add_argument("--methods", nargs="+", metavar="NAME", help=f"methods or suite labels to use (known: {', '.join(methods.available())})")

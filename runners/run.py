@@ -240,7 +240,12 @@ def run_cell(suite: Suite, cell: Cell, tracker: Tracker, reporter: Reporter | No
         codes = encode_splits(encoder, data)
         folder = entry.artifacts  # the fit's outputs, before anything is scored
         codes.save(folder / artifacts.CODES_FILE)
-        plot_class_histories(entry.history, folder, title)
+        try:  # a figure is a view of the history MLflow already has: never worth the fit
+            plot_class_histories(entry.history, folder, title)
+        except Exception as exc:
+            if store_fault(exc):
+                raise
+            log(f"{title}: the per-class figures were not drawn ({type(exc).__name__}: {exc}); the fit is kept")
         artifacts.write_config(folder, {"dataset": cell.dataset.name, "dataset_options": dict(cell.dataset.options),
                                         "preprocessing": dict(data.meta.preprocessing), "method": cell.method.name,
                                         "label": cell.method.label, "config": params, "bits": cell.bits,
@@ -397,4 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main: under `python -m` this file is __main__, whose functions
+    # Dask would pickle by value (a worker would run the parent's copy of cell_task).
+    from runners import run
+
+    sys.exit(run.main())

@@ -486,4 +486,8 @@ def _split_kv(item: str, flag: str) -> tuple[str, str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The importable module's main (see runners.run): trial_task pickled by reference, so a
+    # worker keeps its Optuna storages (_storages) from one trial to the next.
+    from runners import tune
+
+    sys.exit(tune.main())

@@ -26,7 +26,10 @@ def wait_for_health(proc: subprocess.Popen, url: str, timeout: float) -> None:
                 if resp.status == 200:
                     return
         except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read()[-2000:] if proc.stderr is not None and proc.poll() is not None else "timeout"
-                pytest.fail(f"server at {url} did not start: {err}")
-            time.sleep(0.3)
+            pass
+        if proc.poll() is not None:
+            err = proc.stderr.read()[-2000:] if proc.stderr is not None else ""
+            pytest.fail(f"server for {url} exited with status {proc.returncode} before answering {err}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"server for {url} did not answer 200 within {timeout:g} s")
+        time.sleep(0.3)

@@ -1,6 +1,8 @@
 """The house rules the import graph must keep: one direction of flow, so no import cycle (lazy
-imports inside functions count: they only hide a cycle), and no module importing a name from its
-own package's __init__ (an arrow that runs back up, held together by import order)."""
+imports inside functions count: they only hide a cycle; a package __init__ that imports all its
+modules through pkgutil.iter_modules imports each of them), and no module importing its own
+package's __init__ (`from pkg import name` or `import pkg` inside pkg: an arrow that runs back
+up, held together by import order)."""
 from __future__ import annotations
 
 import ast
@@ -30,9 +32,14 @@ def import_graph(root: Path) -> tuple[dict[str, set[str]], list[tuple[str, str, 
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         out: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
+        source = path.read_text()
+        if path.name == "__init__.py" and "iter_modules" in source:  # imports every module of the package
+            out.update(m for m in mods if m.rpartition(".")[0] == name)
+        for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.Import):
                 out.update(a.name for a in node.names if a.name in mods)
+                if path.name != "__init__.py":
+                    back_up += [(name, a.name, "") for a in node.names if name.startswith(a.name + ".")]
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".")[: len(package.split(".")) - node.level + 1]
@@ -88,6 +95,11 @@ def test_the_checks_see_a_lazy_cycle_and_an_import_back_up(tmp_path):
     (tmp_path / "runners" / "a.py").write_text("from . import b\n\ndef helper():\n    return b\n")
     (tmp_path / "runners" / "b.py").write_text("def f():\n    from .a import helper  # lazy: hides the cycle\n")
     (tmp_path / "runners" / "c.py").write_text("from runners import helper\n")
+    (tmp_path / "runners" / "d.py").write_text("import runners\n\nhelper = runners.helper\n")
+    (tmp_path / "methods").mkdir()  # a package that imports all its modules, one of which imports back
+    (tmp_path / "methods" / "__init__.py").write_text("import pkgutil\nfor m in pkgutil.iter_modules(__path__):\n    pass\n")
+    (tmp_path / "methods" / "e.py").write_text("from runners.f import g\n")
+    (tmp_path / "runners" / "f.py").write_text("import methods\n\ndef g():\n    return methods\n")
     edges, back_up = import_graph(tmp_path)
-    assert cycles(edges) == [["runners.a", "runners.b", "runners.a"]]
-    assert back_up == [("runners.c", "runners", "helper")]
+    assert sorted(cycles(edges)) == [["methods", "methods.e", "runners.f", "methods"], ["runners.a", "runners.b", "runners.a"]]
+    assert sorted(back_up) == [("runners.c", "runners", "helper"), ("runners.d", "runners", "")]

@@ -359,3 +359,19 @@ def test_sam_margins_per_class_are_metric_histories_and_a_plot(tmp_path):
     rows = [("epoch/margin_text/c1", 0.3, 20, 0), ("epoch/margin_text/c0", 0.2, 20, 0), ("epoch/margin_text/c0", 0.1, 10, 0),
             ("epoch/loss", 1.0, 10, 0), ("epoch/margin_mean_text", 0.2, 10, 0)]
     assert class_histories(rows) == {"margin_text": {0: [(10, 0.1), (20, 0.2)], 1: [(20, 0.3)]}}
+
+
+def test_a_figure_that_fails_to_draw_costs_no_fit(tmp_path, monkeypatch, capsys):
+    """Drawing the per-class figures is best effort: an error there is one line, the cell finishes."""
+    import runners.run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display, no disk, no luck")
+
+    monkeypatch.setattr(runners.run, "plot_class_histories", broken)
+    raw = {"name": "figure", "bits": [8], "seeds": [0], "datasets": [{"name": "synthetic-wiki", "options": TINY}],
+           "methods": [{"name": "cca", "label": "CCA"}]}
+    tracker = Tracker(f"sqlite:///{tmp_path / 'm.db'}", "e2e")
+    report = run_grid(parse_suite(raw, "figure.toml"), tracker)
+    assert report.ran and not report.failed
+    assert "per-class figures were not drawn (RuntimeError: no display" in capsys.readouterr().err
