@@ -208,6 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ablation-of", metavar="LABEL",
                         help="read every other method as a variant of LABEL: its difference and paired p-value per column")
     args = parser.parse_args(argv)
+    try:  # before anything trains: a table that cannot be written must not cost the grid
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.exit(2, f"error: --output-dir {args.output_dir}: cannot create it ({exc.strerror or exc})\n")
     narrowed = "".join(f" --{name} " + " ".join(map(str, values)) for name, values in
                        (("methods", args.methods), ("bits", args.bits), ("seeds", args.seeds)) if values)
     tracker = Tracker(args.tracking_uri, args.experiment)

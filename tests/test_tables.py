@@ -33,13 +33,14 @@ def _cells(text: str, label: str) -> list[str]:
 def test_tables_no_run_then_run_then_ablation(tmp_path):
     suite = tmp_path / "tiny.toml"
     suite.write_text(SUITE)
-    args = ["--suites", str(suite), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--output-dir", str(tmp_path),
+    out = tmp_path / "tables" / "new"  # not there yet: made before anything trains
+    args = ["--suites", str(suite), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--output-dir", str(out),
             "--proposed", "CCA"]
     assert tables.main([*args, "--no-run"]) == 0
-    empty = (tmp_path / "tables-tiny-partial.md").read_text()
+    empty = (out / "tables-tiny-partial.md").read_text()
     assert "0 of 4 cells finished (built with --no-run" in empty and "--no-run" in empty.splitlines()[2]
     assert tables.main([*args, "--ablation-of", "CCA"]) == 0
-    full = (tmp_path / "tables-tiny.md").read_text()
+    full = (out / "tables-tiny.md").read_text()
     assert "4 of 4 cells finished." in full
     mean = lambda cell: float(cell.split()[0].strip("*"))  # noqa: E731  (the best is bold)
     cca = [mean(c) for c in _cells(full, "CCA")[:2]]
@@ -49,7 +50,7 @@ def test_tables_no_run_then_run_then_ablation(tmp_path):
     assert all(abs(d - (i - c)) <= 1.5e-4 for d, i, c in zip(deltas, scm, cca)), (deltas, scm, cca)
     assert "Beyond seed noise: SCM: below CCA in" in section
     assert tables.main([*args, "--no-run"]) == 0  # from the store: same numbers, nothing trained
-    again = (tmp_path / "tables-tiny-partial.md").read_text()
+    again = (out / "tables-tiny-partial.md").read_text()
     assert "4 of 4 cells finished (built with --no-run" in again
     assert _cells(again, "SCM")[:2] == _cells(full, "SCM")[:2]
 
@@ -67,4 +68,10 @@ def test_tables_bad_input_is_one_line_before_anything_runs(tmp_path, capsys):
         tables.main(["--suites", str(tmp_path / "missing.toml"), *base])
     assert exit_.value.code == 2
     assert f"error: suite file '{tmp_path / 'missing.toml'}' not found" in capsys.readouterr().err
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        tables.main(["--suites", str(suite), "--tracking-uri", f"sqlite:///{store}", "--output-dir", str(blocked / "out")])
+    assert exit_.value.code == 2
+    assert f"error: --output-dir {blocked / 'out'}: cannot create it (" in capsys.readouterr().err
     assert not list(tmp_path.glob("tables-*.md"))  # nothing written, nothing trained
