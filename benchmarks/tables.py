@@ -198,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tracking-uri", default="sqlite:///bench.db", help="MLflow store (default: %(default)s)")
     parser.add_argument("--experiment", default="xmodal-hash-bench-tables", help="MLflow experiment (default: %(default)s)")
     parser.add_argument("--proposed", default="SAM", help="label of the proposed method (default: %(default)s)")
+    parser.add_argument("--datasets", nargs="+", metavar="NAME", help="only these data sets of the suite: a partial table")
     parser.add_argument("--methods", nargs="+", metavar="NAME", help="only these methods (names or labels): a partial table")
     parser.add_argument("--bits", nargs="+", type=int, metavar="K", help="only these bit lengths: a partial table")
     parser.add_argument("--seeds", nargs="+", type=int, metavar="S", help="only these seeds: a partial table")
@@ -213,12 +214,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         parser.exit(2, f"error: --output-dir {args.output_dir}: cannot create it ({exc.strerror or exc})\n")
     narrowed = "".join(f" --{name} " + " ".join(map(str, values)) for name, values in
-                       (("methods", args.methods), ("bits", args.bits), ("seeds", args.seeds)) if values)
+                       (("datasets", args.datasets), ("methods", args.methods), ("bits", args.bits),
+                        ("seeds", args.seeds)) if values)
     tracker = Tracker(args.tracking_uri, args.experiment)
     references = load_references(REFERENCES)
     for path in args.suites:
         try:
-            suite = select(load_suite(path), methods_=args.methods, bits=args.bits, seeds=args.seeds)
+            suite = load_suite(path)
+            absent = [n for n in args.datasets or () if n not in {d.name for d in suite.datasets}]
+            if absent:  # a table is named after its suite: it never adds a data set with default options
+                raise SuiteError(f"{path}: --datasets {' '.join(absent)}: not in the suite; its data sets: "
+                                 f"{', '.join(d.name for d in suite.datasets)}")
+            suite = select(suite, datasets_=args.datasets, methods_=args.methods, bits=args.bits, seeds=args.seeds)
             if args.tuned:
                 suite = load_tuned(RESULTS / f"tuned-{suite.name}.toml", suite)
             labels = [m.label for m in suite.methods]

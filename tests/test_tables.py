@@ -75,3 +75,21 @@ def test_tables_bad_input_is_one_line_before_anything_runs(tmp_path, capsys):
     assert exit_.value.code == 2
     assert f"error: --output-dir {blocked / 'out'}: cannot create it (" in capsys.readouterr().err
     assert not list(tmp_path.glob("tables-*.md"))  # nothing written, nothing trained
+
+
+def test_tables_datasets_narrows_to_the_suites_own_entries(tmp_path, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(SUITE + '[[datasets]]\nname = "synthetic-mirflickr"\n'
+                     'options = { n_items = 300, n_query = 50, n_train = 200, n_validation = 30 }\n')
+    base = ["--suites", str(suite), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--output-dir", str(tmp_path), "--no-run"]
+    assert tables.main([*base, "--datasets", "synthetic-mirflickr"]) == 0
+    text = (tmp_path / "tables-tiny-partial.md").read_text()
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections == ["## synthetic-mirflickr"], sections
+    assert "--datasets synthetic-mirflickr" in text.splitlines()[2]
+    assert "0 of 4 cells finished" in text  # 2 methods x 2 seeds of the one data set kept
+    with pytest.raises(SystemExit) as exit_:  # a registered set the suite lacks is refused, not added with defaults
+        tables.main([*base, "--datasets", "uci-mfeat"])
+    assert exit_.value.code == 2
+    assert (f"error: {suite}: --datasets uci-mfeat: not in the suite; its data sets: synthetic-wiki, synthetic-mirflickr"
+            in capsys.readouterr().err)
