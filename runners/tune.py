@@ -276,9 +276,15 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a TOML basic string is a JSON string
 
 
-def write_tuned(path: Path, suite_source: str, trials: int, bits: int, rows: list[dict[str, Any]]) -> None:
-    """Write the tuned-configs file that runners.run / runners.compare --tuned read."""
-    lines = [f"# Written by: python -m runners.tune --suite {suite_source} --trials {trials} --bits {bits}",
+def write_tuned(path: Path, suite_source: str, trials: int, bits: int, rows: list[dict[str, Any]], seed: int = 0,
+                selection: Mapping[str, Sequence[str] | None] | None = None, workers: int | None = None) -> None:
+    """Write the tuned-configs file that runners.run / runners.compare --tuned read; its first line
+    is the command that wrote it, with the seed, any narrowing (--datasets / --methods) and the
+    local workers (TPE draws from the trials finished so far, so trials run at once draw differently)."""
+    narrowed = "".join(f" --{flag} " + " ".join(names) for flag, names in
+                       (("datasets", (selection or {}).get("datasets_")), ("methods", (selection or {}).get("methods_"))) if names)
+    narrowed += f" --workers {workers}" if workers and workers > 1 else ""
+    lines = [f"# Written by: python -m runners.tune --suite {suite_source} --trials {trials} --bits {bits} --seed {seed}{narrowed}",
              "# Best validation-mAP config per (data set, method); the query set was never used.",
              f"suite = {_toml_value(suite_source)}", f"trials = {trials}", f"bits = {bits}", ""]
     for row in rows:
@@ -388,7 +394,7 @@ def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, sto
         rows.append({"dataset": entry.name, "label": m.label, "method": m.name, "study": study.study_name,
                      "default_value": summary["default"] if summary["default"] is not None else float("nan"),
                      "best_value": summary["best"], "overrides": summary["best_overrides"]})
-    write_tuned(output, suite_path, trials, bits, rows)
+    write_tuned(output, suite_path, trials, bits, rows, seed, selection, spec.workers)
     console.print(f"wrote {output}: run the tuned table with python -m runners.compare --suite {suite_path} --tuned {output}",
                   markup=False, highlight=False)
     return rows

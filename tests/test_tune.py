@@ -137,3 +137,16 @@ def test_suite_tuning_gives_every_method_the_same_budget_and_feeds_compare(tmp_p
     assert "configs tuned by runners.tune (3 Optuna trials per method at 16 bits" in compare.stdout
     record = next(r for r in Tracker(f"sqlite:///{tmp_path / 'runs.db'}").finished().values() if r.label == "DSCMR")
     assert all(record.config()[k] == v for k, v in dscmr["overrides"].items())
+
+
+def test_tuned_file_names_the_command_with_its_narrowing(tmp_path):
+    from runners.tune import write_tuned
+
+    row = {"dataset": "wiki", "label": "SAM", "method": "sam", "study": "s", "default_value": 0.2, "best_value": 0.3,
+           "overrides": {"m0": 0.4}}
+    out = tmp_path / "tuned.toml"
+    write_tuned(out, "suite.toml", 20, 32, [row], 3, {"datasets_": None, "methods_": ["SAM", "DSCMR"]}, 2)
+    assert out.read_text().splitlines()[0] == (
+        "# Written by: python -m runners.tune --suite suite.toml --trials 20 --bits 32 --seed 3 --methods SAM DSCMR --workers 2")
+    write_tuned(out, "suite.toml", 20, 32, [row])
+    assert out.read_text().splitlines()[0].endswith("--bits 32 --seed 0")
