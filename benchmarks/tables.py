@@ -227,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  f"{', '.join(d.name for d in suite.datasets)}")
             suite = select(suite, datasets_=args.datasets, methods_=args.methods, bits=args.bits, seeds=args.seeds)
             if args.tuned:
-                suite = load_tuned(RESULTS / f"tuned-{suite.name}.toml", suite)
+                tuned = RESULTS / f"tuned-{suite.name}.toml"  # named from the repository root in the table
+                suite = load_tuned(tuned, suite, str(tuned.relative_to(HERE.parent)))
             labels = [m.label for m in suite.methods]
             if args.ablation_of and args.ablation_of not in labels:  # before anything trains
                 raise SuiteError(f"{path}: --ablation-of {args.ablation_of!r} is not a method label of the suite; "

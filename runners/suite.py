@@ -371,11 +371,12 @@ def select(
     return narrowed
 
 
-def load_tuned(path: str | Path, suite: Suite) -> Suite:
-    """Return `suite` running the tuned configs of file `path` (written by runners.tune --suite);
-    SuiteError if the file is malformed or names a method or data set the suite lacks."""
+def load_tuned(path: str | Path, suite: Suite, name: str | None = None) -> Suite:
+    """Return `suite` running the tuned configs of file `path` (written by runners.tune --suite),
+    called `name` in tables and errors (default: the path); SuiteError if the file is malformed or
+    names a method or data set the suite lacks."""
     raw = read_toml(path, "tuned-configs")
-    where = str(path)
+    where = name or str(path)
     for key in ("trials", "bits", "tuned"):
         if key not in raw:
             raise SuiteError(f"{where}: missing key {key!r}; expected the file runners.tune --suite writes")
