@@ -45,7 +45,7 @@ tables: install
 # SAM's ablations (benchmarks/ablation/*.toml: real Wikipedia, UCI multiple features, synthetic
 # Wikipedia and MIRFlickr): each variant minus full SAM with paired p-values ->
 # benchmarks/results/tables-sam-ablation-<suite>.md (10 configurations x 5 seeds per data set;
-# about 2 hours on 2 CPU cores).
+# on 2 CPU cores about 45 minutes for synthetic MIRFlickr and 3 hours for synthetic Wikipedia).
 ablation: install
 	$(PY) -m benchmarks.tables --suites benchmarks/ablation/*.toml --ablation-of SAM --workers 2
 
