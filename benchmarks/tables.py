@@ -38,7 +38,7 @@ from runners.leaderboard import (DIRECTION_NAMES, Board, aggregate, build_board,
                                  suite_results, title)
 from runners.cells import cell_key, load_dataset
 from runners.run import run_grid
-from runners.suite import Suite, SuiteError, load_suite, load_tuned, select
+from runners.suite import Suite, SuiteError, load_suite, load_tuned, narrowing_flags, select
 from runners.tracking import Tracker
 
 HERE = Path(__file__).resolve().parent
@@ -213,9 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         parser.exit(2, f"error: --output-dir {args.output_dir}: cannot create it ({exc.strerror or exc})\n")
-    narrowed = "".join(f" --{name} " + " ".join(map(str, values)) for name, values in
-                       (("datasets", args.datasets), ("methods", args.methods), ("bits", args.bits),
-                        ("seeds", args.seeds)) if values)
+    narrowed = narrowing_flags((("datasets", args.datasets), ("methods", args.methods), ("bits", args.bits),
+                                ("seeds", args.seeds)))
     tracker = Tracker(args.tracking_uri, args.experiment)
     references = load_references(REFERENCES)
     for path in args.suites:

@@ -371,6 +371,12 @@ def select(
     return narrowed
 
 
+def narrowing_flags(pairs: Sequence[tuple[str, Sequence[Any] | None]]) -> str:
+    """Return the command-line text of the narrowing choices that were given: ' --NAME V1 V2' for
+    each (NAME, values) pair whose values are not empty, in order (for the commands files record)."""
+    return "".join(f" --{name} " + " ".join(map(str, values)) for name, values in pairs if values)
+
+
 def load_tuned(path: str | Path, suite: Suite, name: str | None = None) -> Suite:
     """Return `suite` running the tuned configs of file `path` (written by runners.tune --suite),
     called `name` in tables and errors (default: the path); SuiteError if the file is malformed or

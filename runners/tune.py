@@ -50,7 +50,7 @@ from .cluster import (add_cluster_arguments, cli_choices, cluster_spec, prepare_
                       worker_name, worker_tracker)
 from .identity import fit_code_version, git_commit
 from .scoring import validation_map
-from .suite import DatasetEntry, SuiteError, check_device, load_suite, select
+from .suite import DatasetEntry, SuiteError, check_device, load_suite, narrowing_flags, select
 from .tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -281,8 +281,8 @@ def write_tuned(path: Path, suite_source: str, trials: int, bits: int, rows: lis
     """Write the tuned-configs file that runners.run / runners.compare --tuned read; its first line
     is the command that wrote it, with the seed, any narrowing (--datasets / --methods) and the
     local workers (TPE draws from the trials finished so far, so trials run at once draw differently)."""
-    narrowed = "".join(f" --{flag} " + " ".join(names) for flag, names in
-                       (("datasets", (selection or {}).get("datasets_")), ("methods", (selection or {}).get("methods_"))) if names)
+    selection = selection or {}
+    narrowed = narrowing_flags((("datasets", selection.get("datasets_")), ("methods", selection.get("methods_"))))
     narrowed += f" --workers {workers}" if workers and workers > 1 else ""
     lines = [f"# Written by: python -m runners.tune --suite {suite_source} --trials {trials} --bits {bits} --seed {seed}{narrowed}",
              "# Best validation-mAP config per (data set, method); the query set was never used.",
