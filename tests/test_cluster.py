@@ -367,3 +367,18 @@ def test_one_worker_methods_and_data_sets_never_import_dask():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed', 'dask_jobqueue')))\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def _worker_environment() -> dict[str, str | None]:
+    return {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")}
+
+
+def test_local_cluster_workers_keep_glibc_malloc_defaults(monkeypatch):
+    # Dask's nannies export MALLOC_TRIM_THRESHOLD_=65536, which pins glibc's mmap threshold: every
+    # large tensor of a training step would be mapped and page-faulted anew (runners.cluster).
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with engine.open_cluster(engine.ClusterSpec(workers=2), lambda line: None) as client:
+        seen = client.run(_worker_environment)
+    assert len(seen) == 2
+    for env in seen.values():
+        assert env == {"OMP_NUM_THREADS": str(max(1, engine._cores() // 2)), "MALLOC_TRIM_THRESHOLD_": None}
