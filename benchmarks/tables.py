@@ -26,7 +26,7 @@ import platform
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,7 @@ import torch
 
 import metrics
 from runners.identity import git_commit
+from runners.records import RunRecord
 from runners.leaderboard import (DIRECTION_NAMES, Board, aggregate, build_board, deltas_against, load_references, markdown_table,
                                  suite_results, title)
 from runners.cells import cell_key, load_dataset
@@ -138,6 +139,21 @@ def ablation_table(board: Board, reference: str, results: pd.DataFrame, per_quer
         "noise: " + "; ".join(verdicts) + ".")
 
 
+def fit_threads(records: Iterable[RunRecord]) -> str:
+    """Return how many torch threads the fits ran with, from their `torch_threads` tags: 'fits on
+    1 torch thread each', or per count, 'fits on 1 torch thread (54), 2 torch threads (27), not
+    recorded (9)' (runs made before the tag existed)."""
+    counts = Counter(record.tags.get("torch_threads") for record in records)
+    if not counts:
+        return "no fits yet"
+    name = lambda v: "not recorded" if v is None else f"{v} torch thread{'s' * (v != '1')}"  # noqa: E731
+    if len(counts) == 1:
+        (only,) = counts
+        return "torch threads of the fits not recorded" if only is None else f"fits on {name(only)} each"
+    ordered = sorted(counts.items(), key=lambda item: (item[0] is None, int(item[0] or 0)))
+    return "fits on " + ", ".join(f"{name(v)} ({n})" for v, n in ordered)
+
+
 def _relative(path: str) -> str:
     resolved = Path(path).resolve()
     return str(resolved.relative_to(HERE.parent)) if resolved.is_relative_to(HERE.parent) else str(path)
@@ -151,15 +167,17 @@ def suite_tables(suite: Suite, tracker: Tracker, proposed: str, references: list
     what the store already holds, missing cells shown as '—')."""
     report = run_grid(suite, tracker, workers=workers) if run else None
     keyed = [(cell, cell_key(cell)) for cell in suite.cells()]
-    results = suite_results(suite, tracker.finished(), keyed)
+    finished = tracker.finished()
+    results = suite_results(suite, finished, keyed)
     labels = [m.label for m in suite.methods]
     out = [f"# {suite.name}: {suite.description}", "",
            f"Written by `python -m benchmarks.tables --suites {_relative(suite.source)}"
            + (" --tuned" if suite.tuned else "") + (f" --ablation-of {ablation_of}" if ablation_of else "")
            + ("" if run else " --no-run") + narrowed
            + f"` at commit {git_commit()}, on "
-           f"{platform.machine()} with torch {torch.__version__} ({torch.get_num_threads()} threads), device "
-           f"{suite.device}. {suite.config_note()}. {len(results)} of {len(keyed)} cells finished"
+           f"{platform.machine()} with torch {torch.__version__}, device {suite.device}, "
+           f"{fit_threads(finished[key] for _, key in keyed if key in finished)}. "
+           f"{suite.config_note()}. {len(results)} of {len(keyed)} cells finished"
            + (f"; failed: {len(report.failed)}" if report and report.failed else "")
            + ("" if run else " (built with --no-run from what the store holds; nothing was trained)") + ".", ""]
     for entry in suite.datasets:

@@ -67,8 +67,12 @@ class GridReport:
 
 
 def _environment_tags(device: str) -> dict[str, str]:
+    # torch_threads: CPU reductions add in an order that depends on the thread count, so the same
+    # cell fitted with 1 and with 2 threads drifts apart bit by bit (and may stop elsewhere); the run
+    # key leaves the machine out on purpose, the tag says what the fit ran on.
     return {
         "device": device,
+        "torch_threads": str(torch.get_num_threads()),
         "torch_version": torch.__version__,
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),

@@ -4,8 +4,10 @@ the numbers of the leaderboard, and a second --no-run renders the same numbers f
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from benchmarks import tables
 
@@ -39,9 +41,12 @@ def test_tables_no_run_then_run_then_ablation(tmp_path):
     assert tables.main([*args, "--no-run"]) == 0
     empty = (out / "tables-tiny-partial.md").read_text()
     assert "0 of 4 cells finished (built with --no-run" in empty and "--no-run" in empty.splitlines()[2]
+    assert ", no fits yet." in empty
     assert tables.main([*args, "--ablation-of", "CCA"]) == 0
     full = (out / "tables-tiny.md").read_text()
     assert "4 of 4 cells finished." in full
+    threads = torch.get_num_threads()  # the fits ran in this process, and each run says so
+    assert f", fits on {threads} torch thread{'s' * (threads != 1)} each." in full
     mean = lambda cell: float(cell.split()[0].strip("*"))  # noqa: E731  (the best is bold)
     cca = [mean(c) for c in _cells(full, "CCA")[:2]]
     scm = [mean(c) for c in _cells(full, "SCM")[:2]]
@@ -93,3 +98,12 @@ def test_tables_datasets_narrows_to_the_suites_own_entries(tmp_path, capsys):
     assert exit_.value.code == 2
     assert (f"error: {suite}: --datasets uci-mfeat: not in the suite; its data sets: synthetic-wiki, synthetic-mirflickr"
             in capsys.readouterr().err)
+
+
+def test_fit_threads_counts_the_runs_tags():
+    run = lambda threads: SimpleNamespace(tags={} if threads is None else {"torch_threads": threads})  # noqa: E731
+    assert tables.fit_threads([]) == "no fits yet"
+    assert tables.fit_threads([run("1"), run("1")]) == "fits on 1 torch thread each"
+    assert tables.fit_threads([run(None)]) == "torch threads of the fits not recorded"
+    mixed = [run("2"), run("1"), run(None), run("1"), run("12")]
+    assert tables.fit_threads(mixed) == "fits on 1 torch thread (2), 2 torch threads (1), 12 torch threads (1), not recorded (1)"
