@@ -23,8 +23,11 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m runners.compare --suite benchmarks/default.toml
 
+# Test files spread over TEST_WORKERS processes (pytest-xdist; a file's tests stay together, so
+# its module fixtures are built once): 10.5 instead of 21.5 minutes on 2 cores.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: install
 	$(PY) -m pip install --quiet -e ".[test,bench]"
