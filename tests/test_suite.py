@@ -17,6 +17,15 @@ def test_default_suite_parses_and_expands():
     assert len(suite.cells()) == len(suite.datasets) * len(suite.methods) * len(suite.bits) * len(suite.seeds)
 
 
+SHIPPED = sorted(p for p in (REPO / "benchmarks").rglob("*.toml") if p.name != "references.toml" and "results" not in p.parts)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(REPO / "benchmarks").as_posix())
+def test_every_shipped_suite_loads(path):
+    suite = load_suite(path)  # names, options, overrides and the [stopping] table all checked
+    assert suite.cells() and suite.name
+
+
 def test_grid_order_and_count():
     suite = parse_suite(GOOD, "s.toml")
     cells = suite.cells()
