@@ -503,17 +503,19 @@ def run_grid_on_cluster(spec: ClusterSpec, task: CellTask, suite: Suite, todo: S
 
 # --- tuning trials -------------------------------------------------------------------------------
 
-def run_trials(client: Any, task: TrialTask, storage_url: str, jobs: Sequence[Any], trials: int, *,
+def run_trials(client: Any, task: TrialTask, storage_url: str, jobs: Sequence[Any], trials: int | Sequence[int], *,
                tracking: tuple[str, str] | None, log: Log = print, retries: int = DEFAULT_RETRIES, timeout: float | None = None) -> list[dict[str, Any]]:
-    """Run `trials` trials of every study of `jobs` on the cluster's workers, one task per trial,
-    all studies at once; return what each task reported. The studies must exist (create_study
-    in the parent first); `tracking` is (MLflow URI, experiment) for per-trial runs, or None."""
+    """Run `trials` trials of every study of `jobs` (or trials[i] of jobs[i]) on the cluster's
+    workers, one task per trial, all studies at once; return what each task reported. The studies
+    must exist (create_study in the parent first); `tracking` is (MLflow URI, experiment) for
+    per-trial runs, or None."""
     grid = uuid.uuid4().hex[:12]
     uri, experiment = (portable_uri(tracking[0]), tracking[1]) if tracking else (None, "")
     storage_url = portable_storage(storage_url)
+    counts = [trials] * len(jobs) if isinstance(trials, int) else list(trials)
     futures = {client.submit(task, storage_url, job, i, uri, experiment, grid, key=f"trial-{job.study}-{i}-{grid}",
                              resources={FIT_RESOURCE: 1}, retries=retries, pure=False): job
-               for job in jobs for i in range(trials)}
+               for job, count in zip(jobs, counts, strict=True) for i in range(count)}
     progress = _Progress(len(futures), "trials")
     results: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -535,7 +537,7 @@ def run_trials(client: Any, task: TrialTask, storage_url: str, jobs: Sequence[An
     return results
 
 
-def tune_on_cluster(spec: ClusterSpec, task: TrialTask, storage_url: str, jobs: Sequence[Any], trials: int, *,
+def tune_on_cluster(spec: ClusterSpec, task: TrialTask, storage_url: str, jobs: Sequence[Any], trials: int | Sequence[int], *,
                     tracker: Any | None, log: Log = print, timeout: float | None = None) -> list[dict[str, Any]]:
     """Open the cluster of `spec` and run the studies' trials on it (see run_trials)."""
     if spec.remote and _is_local_store(storage_url):

@@ -8,7 +8,8 @@
 With --suite, every method of the suite on every data set gets the same trial budget (one study
 per pair, at one bit length, the data preprocessed as the suite says); the best config of each
 study goes into one tuned-configs file that `runners.run` / `runners.compare --tuned FILE` read,
-and whose tables say that their configs are tuned.
+and whose tables say that their configs are tuned. --trials is each study's budget: a rerun of
+the same command (after an interruption, or with a bigger --trials) tops the studies up to it.
 
 Trial 0 is the method's default config, so the report shows what tuning gained over it. The
 objective is validation mAP (mean of I->T and T->I), validation items as queries against the
@@ -130,6 +131,27 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial, key: str) -> int | No
         if other.state in _EVALUATED or (other.state == optuna.trial.TrialState.RUNNING and other.number < trial.number):
             return other.number
     return None
+
+
+def trials_owed(study: optuna.Study, budget: int) -> int:
+    """Return how many trials `study` still needs to have `budget` of them: a suite's budget is per
+    study, so a rerun (after an interruption, or with a bigger --trials) tops each study up rather
+    than adding `budget` more. Counted: finished trials (COMPLETE, PRUNED, FAIL) and trials RUNNING
+    in a live process. A trial RUNNING whose process died (its heartbeat stale) is marked FAIL here
+    and listed in the study's user attribute interrupted_trials; it does not count, so its
+    replacement keeps the budget equal to the other methods'."""
+    states = optuna.trial.TrialState
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(states.RUNNING,))}
+    with warnings.catch_warnings():  # "experimental" in Optuna's words
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    failed = {t.number for t in study.get_trials(deepcopy=False, states=(states.FAIL,))}
+    interrupted = sorted(set(study.user_attrs.get("interrupted_trials", [])) | (running & failed))
+    if interrupted:
+        study.set_user_attr("interrupted_trials", interrupted)
+    spent = sum(t.number not in interrupted  # an enqueued (WAITING) trial is run by one of the owed ones
+                for t in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)))
+    return max(0, budget - spent)
 
 
 def create_study(storage: Any, name: str, seed: int, attrs: Mapping[str, Any]) -> optuna.Study:
@@ -317,8 +339,9 @@ class StudyJob:
 
 
 def _trial_storage(url: str) -> Any:
-    """Return the Optuna storage a worker uses for `url`: an RDB storage with a heartbeat, so a
-    trial whose worker died is marked FAIL when the next trial starts; a journal file as is."""
+    """Return the Optuna storage a process running trials uses for `url`: an RDB storage with a
+    heartbeat, so a trial whose process died is marked FAIL when the next trial starts (or when a
+    suite's rerun counts its studies' trials); a journal file as is."""
     if url not in _storages:
         storage = open_storage(url)
         if isinstance(storage, str):
@@ -364,7 +387,7 @@ def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, sto
 
     suite = select(load_suite(suite_path), **selection)
     bits = bits or suite.bits[len(suite.bits) // 2]
-    storage = open_storage(storage_url)
+    storage = _trial_storage(storage_url)
     for m in suite.methods:  # every method must be tunable: equal budgets, or the table is unfair
         if methods.get(m.name).search_space.__func__ is HashingMethod.search_space.__func__:
             raise SuiteError(f"method {m.name!r} declares no search space; every method of a tuned suite needs one")
@@ -376,20 +399,27 @@ def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, sto
                      "dataset_options": json.dumps(dict(entry.options), sort_keys=True),
                      "overrides": json.dumps(dict(m.overrides), sort_keys=True)}
             studies.append((entry, m, create_study(storage, name, seed, attrs)))
+    owed = {study.study_name: trials_owed(study, trials) for _, _, study in studies}
+    for name, count in owed.items():
+        if count < trials:
+            console.print(f"{name}: {trials - count} of its {trials} trials already run; {count} to run",
+                          markup=False, highlight=False)
     spec = cluster_spec(cluster or {}, suite.cluster)
-    if not spec.in_process:
+    if not spec.in_process and any(owed.values()):
         for entry in suite.datasets:
             check_tunable(load_dataset(entry), entry.name)
-        tune_on_cluster(spec, trial_task, storage_url, [StudyJob(study.study_name, m.name, entry, bits, seed, suite.device, m.overrides,
-                                                     suite.stopping, suite.imports) for entry, m, study in studies],
-                        trials, tracker=tracker, log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+        jobs = [StudyJob(study.study_name, m.name, entry, bits, seed, suite.device, m.overrides, suite.stopping, suite.imports)
+                for entry, m, study in studies if owed[study.study_name]]
+        tune_on_cluster(spec, trial_task, storage_url, jobs, [owed[job.study] for job in jobs], tracker=tracker,
+                        log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     rows = []
     for entry, m, study in studies:
-        if spec.in_process:
+        if spec.in_process and owed[study.study_name]:
             data = load_dataset(entry)
-            console.print(f"tuning {m.label} on {entry.name} at {bits} bits ({trials} trials)", markup=False, highlight=False)
+            console.print(f"tuning {m.label} on {entry.name} at {bits} bits ({owed[study.study_name]} trials)",
+                          markup=False, highlight=False)
             run_study(study, m.name, entry.name, data, bits=bits, seed=seed, device=suite.device, base=m.overrides,
-                      tracker=tracker, trials=trials, stopping=suite.stopping)
+                      tracker=tracker, trials=owed[study.study_name], stopping=suite.stopping)
         summary = report(study, console)
         rows.append({"dataset": entry.name, "label": m.label, "method": m.name, "study": study.study_name,
                      "default_value": summary["default"] if summary["default"] is not None else float("nan"),
@@ -415,8 +445,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--override", action="append", default=[], metavar="KEY=JSON",
                         help="fixed config override for every trial, e.g. max_epochs=20 (repeatable)")
     parser.add_argument("--bits", type=int, help="hash length (default: 32; --suite: the suite's middle one)")
-    parser.add_argument("--trials", type=int, default=20, help="trials per study this process runs, or with a cluster "
-                        "the cluster's workers run (default: %(default)s)")
+    parser.add_argument("--trials", type=int, default=20, help="--suite: trials each study has when done (a rerun "
+                        "tops studies up); one study: trials this process runs, or with a cluster the cluster's "
+                        "workers run (default: %(default)s)")
     parser.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed for the sampler, the data and training (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")

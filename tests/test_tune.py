@@ -150,3 +150,46 @@ def test_tuned_file_names_the_command_with_its_narrowing(tmp_path):
         "# Written by: python -m runners.tune --suite suite.toml --trials 20 --bits 32 --seed 3 --methods SAM DSCMR --workers 2")
     write_tuned(out, "suite.toml", 20, 32, [row])
     assert out.read_text().splitlines()[0].endswith("--bits 32 --seed 0")
+
+
+def test_a_suite_rerun_tops_each_study_up_to_its_budget(tmp_path):
+    suite = tmp_path / "classic.toml"
+    suite.write_text('name = "classic"\nbits = [8]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
+                     'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 80 }\n'
+                     '[[methods]]\nname = "cca"\nlabel = "CCA"\n[[methods]]\nname = "cca-itq"\nlabel = "CCA-ITQ"\n')
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def tune(budget):
+        proc = subprocess.run([sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", str(budget),
+                               "--storage", storage, "--no-mlflow", "--output", str(tmp_path / "tuned.toml")],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout, {label: len(optuna.load_study(study_name=f"classic-synthetic-wiki-{label}-8b", storage=storage).trials)
+                             for label in ("CCA", "CCA-ITQ")}
+
+    assert tune(2)[1] == {"CCA": 2, "CCA-ITQ": 2}
+    out, counts = tune(2)  # the same budget again: nothing to run, not 2 more each
+    assert counts == {"CCA": 2, "CCA-ITQ": 2} and "classic-synthetic-wiki-CCA-8b: 2 of its 2 trials already run; 0 to run" in out
+    assert tune(3)[1] == {"CCA": 3, "CCA-ITQ": 3}
+
+
+def test_a_trial_whose_process_died_does_not_count_against_the_budget(tmp_path):
+    import time
+    import warnings
+
+    from runners.tune import create_study, trials_owed
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=1)
+    study = create_study(storage, "s", 0, {})
+    study.tell(study.ask(), 0.5)  # the default trial, finished
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a trial that raised: it was run
+    alive, dead = study.ask(), study.ask()
+    storage.record_heartbeat(dead._trial_id)  # its process beat once, then died
+    time.sleep(2.5)
+    storage.record_heartbeat(alive._trial_id)  # still running elsewhere
+    assert trials_owed(study, 6) == 3  # 6 - (complete, fail, alive): the dead one is owed again
+    assert study.trials[dead.number].state == optuna.trial.TrialState.FAIL
+    assert study.user_attrs["interrupted_trials"] == [dead.number]
+    assert trials_owed(study, 6) == 3  # and stays owed when counted again
