@@ -24,6 +24,8 @@ trial N is seeded with --seed + N, so no two trials draw alike, and a second inv
 repeat the first one's draws; a trial whose parameters another trial of the study already has
 (evaluated, or being evaluated) is not evaluated again: it is PRUNED with user attribute
 duplicate_of (the default trial 0 two workers enqueued at once, a discrete space drawn twice).
+Workers on a suite's studies share each study's --trials budget: a worker stops starting trials
+once the study has that many, finished or running.
 """
 from __future__ import annotations
 
@@ -149,9 +151,15 @@ def trials_owed(study: optuna.Study, budget: int) -> int:
     interrupted = sorted(set(study.user_attrs.get("interrupted_trials", [])) | (running & failed))
     if interrupted:
         study.set_user_attr("interrupted_trials", interrupted)
-    spent = sum(t.number not in interrupted  # an enqueued (WAITING) trial is run by one of the owed ones
-                for t in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)))
-    return max(0, budget - spent)
+    return max(0, budget - trials_spent(study))
+
+
+def trials_spent(study: optuna.Study) -> int:
+    """Return how many trials of `study` count against its budget: finished or running, not
+    interrupted (see trials_owed); an enqueued (WAITING) trial is run by one of the owed ones."""
+    states, interrupted = optuna.trial.TrialState, set(study.user_attrs.get("interrupted_trials", []))
+    return sum(t.number not in interrupted
+               for t in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)))
 
 
 def create_study(storage: Any, name: str, seed: int, attrs: Mapping[str, Any]) -> optuna.Study:
@@ -279,12 +287,16 @@ def check_tunable(data: CrossModalData, dataset_name: str) -> None:
 
 def run_study(study: optuna.Study, method_name: str, dataset_name: str, data: CrossModalData, *, bits: int, seed: int,
               device: str, base: Mapping[str, Any], tracker: Tracker | None, trials: int, timeout: float | None = None,
-              stopping: Any = None) -> None:
-    """Run `trials` trials of `study` (fit on the training split, score on validation)."""
+              stopping: Any = None, budget: int | None = None) -> None:
+    """Run `trials` trials of `study` (fit on the training split, score on validation); with
+    `budget`, stop once the study has that many (trials_spent), so processes running one suite's
+    study together end with the budget (or one more per extra process, when two start a trial at
+    the same moment)."""
     check_tunable(data, dataset_name)
     objective = make_objective(method_name, dataset_name, data, bits, seed, device, base, tracker, study.study_name, stopping)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study.optimize(objective, n_trials=trials, timeout=timeout, catch=TRIAL_ERRORS,
+    callbacks = [] if budget is None else [lambda s, _: s.stop() if trials_spent(s) >= budget else None]
+    study.optimize(objective, n_trials=trials, timeout=timeout, catch=TRIAL_ERRORS, callbacks=callbacks,
                    show_progress_bar=sys.stderr.isatty())
 
 
@@ -419,7 +431,7 @@ def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, sto
             console.print(f"tuning {m.label} on {entry.name} at {bits} bits ({owed[study.study_name]} trials)",
                           markup=False, highlight=False)
             run_study(study, m.name, entry.name, data, bits=bits, seed=seed, device=suite.device, base=m.overrides,
-                      tracker=tracker, trials=owed[study.study_name], stopping=suite.stopping)
+                      tracker=tracker, trials=owed[study.study_name], stopping=suite.stopping, budget=trials)
         summary = report(study, console)
         rows.append({"dataset": entry.name, "label": m.label, "method": m.name, "study": study.study_name,
                      "default_value": summary["default"] if summary["default"] is not None else float("nan"),

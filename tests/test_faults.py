@@ -146,36 +146,39 @@ def test_dead_and_hung_claims_are_taken_over(tmp_path):
 
 
 def test_two_tuning_workers_never_evaluate_the_same_parameters(tmp_path):
-    """Two runners.tune started with the same command on one study, then a second invocation:
-    the default trial is evaluated once, no two evaluated trials share parameters, and the
-    second invocation draws new ones."""
+    """Two runners.tune started with the same command on one study share its budget, then a second
+    invocation with a bigger budget tops it up: the default trial is evaluated once, no two
+    evaluated trials share parameters, and the second invocation draws new ones."""
     import optuna
 
     suite = write_suite(tmp_path / "s.toml", [{"label": "G", "overrides": {"seconds": 0.6}}])
     storage = str(tmp_path / "optuna.log")  # Optuna's journal file: several processes on one machine
 
-    def tune(name: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", "3", "--storage", storage,
+    def tune(name: str, budget: int = 3) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", str(budget), "--storage", storage,
                "--no-mlflow", "--output", str(tmp_path / f"{name}.toml")]
         return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
 
-    for rc, out, err in [finish(p) for p in (tune("a"), tune("b"))]:
-        assert rc == 0, err[-3000:]
-    rc, _, err = finish(tune("c"))
-    assert rc == 0, err[-3000:]
     from runners.tune import open_storage
 
-    (summary,) = optuna.get_all_study_summaries(open_storage(storage))
-    trials = optuna.load_study(study_name=summary.study_name, storage=open_storage(storage)).get_trials(deepcopy=False)
-    assert len(trials) == 9
-    evaluated = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    def trials() -> list:
+        (summary,) = optuna.get_all_study_summaries(open_storage(storage))
+        return optuna.load_study(study_name=summary.study_name, storage=open_storage(storage)).get_trials(deepcopy=False)
+
+    for rc, out, err in [finish(p) for p in (tune("a"), tune("b"))]:
+        assert rc == 0, err[-3000:]
+    assert 3 <= len(trials()) <= 4  # the budget, or one over when both started a trial at once
+    rc, _, err = finish(tune("c", budget=6))
+    assert rc == 0, err[-3000:]
+    assert len(trials()) == 6
+    evaluated = [t for t in trials() if t.state == optuna.trial.TrialState.COMPLETE]
     keys = [t.user_attrs["param_key"] for t in evaluated]
     assert len(keys) == len(set(keys)), keys  # no parameter set evaluated twice
     assert keys.count("default") == 1
-    duplicates = [t for t in trials if "duplicate_of" in t.user_attrs]
+    duplicates = [t for t in trials() if "duplicate_of" in t.user_attrs]
     # only trial 0 can be drawn twice: both workers enqueue the default when they find the study empty
     assert all(t.user_attrs["param_key"] == "default" for t in duplicates), [t.params for t in duplicates]
-    assert len(evaluated) == 9 - len(duplicates)
+    assert len(evaluated) == 6 - len(duplicates)
 
 
 # --- a tracking server that dies -----------------------------------------------------------------

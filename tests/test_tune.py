@@ -183,9 +183,11 @@ def test_a_trial_whose_process_died_does_not_count_against_the_budget(tmp_path):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=1)
     study = create_study(storage, "s", 0, {})
-    study.tell(study.ask(), 0.5)  # the default trial, finished
-    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a trial that raised: it was run
-    alive, dead = study.ask(), study.ask()
+    with warnings.catch_warnings():  # Optuna warns that heartbeats are meant for Study.optimize
+        warnings.simplefilter("ignore", UserWarning)
+        study.tell(study.ask(), 0.5)  # the default trial, finished
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # a trial that raised: it was run
+        alive, dead = study.ask(), study.ask()
     storage.record_heartbeat(dead._trial_id)  # its process beat once, then died
     time.sleep(2.5)
     storage.record_heartbeat(alive._trial_id)  # still running elsewhere
