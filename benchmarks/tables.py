@@ -254,8 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.exit(2, f"error: {exc}\n")
         text = suite_tables(suite, tracker, args.proposed, references, narrowed, args.workers, args.ablation_of,
                             run=not args.no_run)
-        partial = narrowed or args.no_run
-        target = Path(args.output_dir) / f"tables-{suite.name}{'-tuned' if args.tuned else ''}{'-partial' if partial else ''}.md"
+        partial = "-partial" if narrowed or args.no_run else ""
+        if args.datasets:  # one file per narrowing to data sets, so the halves of a suite run apart both stay
+            partial += "-" + "-".join(entry.name for entry in suite.datasets)
+        target = Path(args.output_dir) / f"tables-{suite.name}{'-tuned' if args.tuned else ''}{partial}.md"
         target.write_text(text + "\n")
         print(f"wrote {target}")
     return 0

@@ -88,11 +88,14 @@ def test_tables_datasets_narrows_to_the_suites_own_entries(tmp_path, capsys):
                      'options = { n_items = 300, n_query = 50, n_train = 200, n_validation = 30 }\n')
     base = ["--suites", str(suite), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--output-dir", str(tmp_path), "--no-run"]
     assert tables.main([*base, "--datasets", "synthetic-mirflickr"]) == 0
-    text = (tmp_path / "tables-tiny-partial.md").read_text()
+    assert tables.main([*base, "--datasets", "synthetic-wiki"]) == 0  # the other half: a file of its own
+    text = (tmp_path / "tables-tiny-partial-synthetic-mirflickr.md").read_text()
     sections = [line for line in text.splitlines() if line.startswith("## ")]
     assert sections == ["## synthetic-mirflickr"], sections
     assert "--datasets synthetic-mirflickr" in text.splitlines()[2]
     assert "0 of 4 cells finished" in text  # 2 methods x 2 seeds of the one data set kept
+    other = (tmp_path / "tables-tiny-partial-synthetic-wiki.md").read_text()
+    assert [line for line in other.splitlines() if line.startswith("## ")] == ["## synthetic-wiki"]
     with pytest.raises(SystemExit) as exit_:  # a registered set the suite lacks is refused, not added with defaults
         tables.main([*base, "--datasets", "uci-mfeat"])
     assert exit_.value.code == 2
