@@ -58,7 +58,10 @@ from .tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 PRUNE_KEY = "val_map"  # the per-epoch value a method reports for pruning
-TRIAL_ERRORS = (RuntimeError, FloatingPointError)  # a trial raising one of these is FAIL; the study goes on
+# A trial raising one of these is FAIL and the study goes on: training that diverged or collapsed,
+# or (ValueError) a drawn config the data rejects, such as SePH's n_anchors above the training
+# size. Anything else ends the study; on a cluster it would be retried as a dead worker is.
+TRIAL_ERRORS = (RuntimeError, FloatingPointError, ValueError)
 
 
 def open_storage(url: str | None) -> Any:
@@ -259,6 +262,9 @@ def best_overrides(storage: Any, study_name: str) -> tuple[str, dict[str, Any]]:
 def report(study: optuna.Study, console: Console) -> dict[str, Any]:
     """Print and return the default (trial 0) versus the best trial's validation mAP."""
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise SuiteError(f"study {study.study_name!r}: no trial completed ({len(study.trials)} trials; the log above "
+                         "names each failure)")
     default = next((t for t in complete if t.user_attrs.get("is_default")), None)
     best = study.best_trial
     table = Table(title=f"study {study.study_name}: validation mAP (mean of I→T and T→I)", title_justify="left")
@@ -517,9 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             job = StudyJob(name, args.method, DatasetEntry(args.dataset, loader_opts, "auto"), bits, args.seed, args.device, base)
             tune_on_cluster(cluster, trial_task, args.storage, [job], args.trials, tracker=tracker, timeout=args.timeout,
                             log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+        report(study, console)
     except SuiteError as exc:
         parser.exit(2, f"error: {exc}\n")
-    report(study, console)
     return 0
 
 

@@ -195,3 +195,35 @@ def test_a_trial_whose_process_died_does_not_count_against_the_budget(tmp_path):
     assert study.trials[dead.number].state == optuna.trial.TrialState.FAIL
     assert study.user_attrs["interrupted_trials"] == [dead.number]
     assert trials_owed(study, 6) == 3  # and stays owed when counted again
+
+
+def test_a_drawn_config_the_data_rejects_is_a_failed_trial_and_the_study_goes_on(tmp_path):
+    # 300 training items: SePH's default 500 anchors and its larger draws (up to 1,000) are rejected
+    suite = tmp_path / "seph.toml"
+    suite.write_text('name = "seph"\nbits = [8]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
+                     'options = { n_items = 500, n_train = 300, n_query = 100, n_validation = 60 }\n'
+                     '[[methods]]\nname = "seph"\nlabel = "SePH"\n')
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proc = subprocess.run([sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", "6", "--storage", storage,
+                           "--no-mlflow", "--output", str(tmp_path / "tuned.toml")], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = optuna.load_study(study_name="seph-synthetic-wiki-SePH-8b", storage=storage).trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(trials) == 6 and trials[0] in failed  # the default's 500 anchors, then the study went on
+    assert all(json.loads(t.user_attrs["overrides"]).get("n_anchors", 500) > 240 for t in failed)
+    assert "exceeds the 240 training items" in proc.stderr
+
+
+
+def test_a_study_whose_every_trial_failed_exits_2_naming_it(tmp_path):
+    suite = tmp_path / "seph.toml"  # 80 training items: no draw of n_anchors (100 to 1,000) fits
+    suite.write_text('name = "seph"\nbits = [8]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
+                     'options = { n_items = 300, n_train = 100, n_query = 100, n_validation = 20 }\n'
+                     '[[methods]]\nname = "seph"\nlabel = "SePH"\n')
+    proc = subprocess.run([sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", "2", "--storage",
+                           f"sqlite:///{tmp_path / 'optuna.db'}", "--no-mlflow", "--output", str(tmp_path / "tuned.toml")],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: study 'seph-synthetic-wiki-SePH-8b': no trial completed (2 trials" in proc.stderr
+    assert not (tmp_path / "tuned.toml").exists()
