@@ -503,16 +503,14 @@ def run_grid_on_cluster(spec: ClusterSpec, task: CellTask, suite: Suite, todo: S
 
 # --- tuning trials -------------------------------------------------------------------------------
 
-def run_trials(client: Any, task: TrialTask, storage_url: str, jobs: Sequence[Any], trials: int | Sequence[int], *,
+def run_trials(client: Any, task: TrialTask, storage_url: str, jobs: Sequence[Any], counts: Sequence[int], *,
                tracking: tuple[str, str] | None, log: Log = print, retries: int = DEFAULT_RETRIES, timeout: float | None = None) -> list[dict[str, Any]]:
-    """Run `trials` trials of every study of `jobs` (or trials[i] of jobs[i]) on the cluster's
-    workers, one task per trial, all studies at once; return what each task reported. The studies
-    must exist (create_study in the parent first); `tracking` is (MLflow URI, experiment) for
-    per-trial runs, or None."""
+    """Run counts[i] trials of the study of jobs[i] on the cluster's workers, one task per trial,
+    all studies at once; return what each task reported. The studies must exist (create_study
+    in the parent first); `tracking` is (MLflow URI, experiment) for per-trial runs, or None."""
     grid = uuid.uuid4().hex[:12]
     uri, experiment = (portable_uri(tracking[0]), tracking[1]) if tracking else (None, "")
     storage_url = portable_storage(storage_url)
-    counts = [trials] * len(jobs) if isinstance(trials, int) else list(trials)
     futures = {client.submit(task, storage_url, job, i, uri, experiment, grid, key=f"trial-{job.study}-{i}-{grid}",
                              resources={FIT_RESOURCE: 1}, retries=retries, pure=False): job
                for job, count in zip(jobs, counts, strict=True) for i in range(count)}
@@ -537,12 +535,12 @@ def run_trials(client: Any, task: TrialTask, storage_url: str, jobs: Sequence[An
     return results
 
 
-def tune_on_cluster(spec: ClusterSpec, task: TrialTask, storage_url: str, jobs: Sequence[Any], trials: int | Sequence[int], *,
+def tune_on_cluster(spec: ClusterSpec, task: TrialTask, storage_url: str, jobs: Sequence[Any], counts: Sequence[int], *,
                     tracker: Any | None, log: Log = print, timeout: float | None = None) -> list[dict[str, Any]]:
     """Open the cluster of `spec` and run the studies' trials on it (see run_trials)."""
     if spec.remote and _is_local_store(storage_url):
         log(f"note: the workers use the Optuna storage {storage_url}: every worker must reach it; PostgreSQL "
             "(postgresql+psycopg2://USER@HOST/DB) is the storage for more than one machine")
     with open_cluster(spec, log) as client:
-        return run_trials(client, task, storage_url, jobs, trials, log=log, retries=spec.retries, timeout=timeout,
+        return run_trials(client, task, storage_url, jobs, counts, log=log, retries=spec.retries, timeout=timeout,
                           tracking=None if tracker is None else (tracker.uri, tracker.experiment))

@@ -162,7 +162,7 @@ def trials_spent(study: optuna.Study) -> int:
     interrupted (see trials_owed); an enqueued (WAITING) trial is run by one of the owed ones."""
     states, interrupted = optuna.trial.TrialState, set(study.user_attrs.get("interrupted_trials", []))
     return sum(t.number not in interrupted
-               for t in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED, states.FAIL, states.RUNNING)))
+               for t in study.get_trials(deepcopy=False, states=(*_EVALUATED, states.FAIL, states.RUNNING)))
 
 
 def create_study(storage: Any, name: str, seed: int, attrs: Mapping[str, Any]) -> optuna.Study:
@@ -521,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             check_tunable(data, args.dataset)
             job = StudyJob(name, args.method, DatasetEntry(args.dataset, loader_opts, "auto"), bits, args.seed, args.device, base)
-            tune_on_cluster(cluster, trial_task, args.storage, [job], args.trials, tracker=tracker, timeout=args.timeout,
+            tune_on_cluster(cluster, trial_task, args.storage, [job], [args.trials], tracker=tracker, timeout=args.timeout,
                             log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
         report(study, console)
     except SuiteError as exc:
