@@ -10,6 +10,8 @@ per pair, at one bit length, the data preprocessed as the suite says); the best 
 study goes into one tuned-configs file that `runners.run` / `runners.compare --tuned FILE` read,
 and whose tables say that their configs are tuned. --trials is each study's budget: a rerun of
 the same command (after an interruption, or with a bigger --trials) tops the studies up to it.
+An --output file that already holds configs of other methods or data sets keeps them (same suite,
+--trials and --bits, or the run stops before its first trial): tuning one more method adds its row.
 
 Trial 0 is the method's default config, so the report shows what tuning gained over it. The
 objective is validation mAP (mean of I->T and T->I), validation items as queries against the
@@ -53,7 +55,7 @@ from .cluster import (add_cluster_arguments, cli_choices, cluster_spec, prepare_
                       worker_name, worker_tracker)
 from .identity import fit_code_version, git_commit
 from .scoring import validation_map
-from .suite import DatasetEntry, SuiteError, check_device, load_suite, narrowing_flags, select
+from .suite import DatasetEntry, SuiteError, check_device, load_suite, narrowing_flags, read_toml, select
 from .tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
@@ -316,18 +318,43 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a TOML basic string is a JSON string
 
 
+def kept_tuned(path: Path, suite_source: str, trials: int, bits: int, tuning: set[tuple[str, str]]
+               ) -> tuple[list[str], list[dict[str, Any]]]:
+    """Return the commands ('# Written by' lines) and the rows of the tuned-configs file at `path`
+    that a run tuning the (data set, label) pairs `tuning` keeps: every row it does not retune
+    (([], []) when there is no file). SuiteError, before any trial runs, when a kept row was tuned
+    for another suite, trial budget or bit length: one file feeds one table of equal budgets."""
+    if not path.exists():
+        return [], []
+    raw = read_toml(path, "tuned-configs")
+    kept = [dict(row) for row in raw.get("tuned", []) if (row.get("dataset"), row.get("label")) not in tuning]
+    if not kept:
+        return [], []  # every row is retuned: the file is written anew
+    theirs = (raw.get("suite"), raw.get("trials"), raw.get("bits"))
+    if theirs[0] is None or Path(theirs[0]).resolve() != Path(suite_source).resolve() or theirs[1:] != (trials, bits):
+        raise SuiteError(f"{path}: holds configs of {', '.join(r.get('label', '?') for r in kept)} tuned for suite "
+                         f"{theirs[0]!r} with {theirs[1]} trials at {theirs[2]} bits; this run is {suite_source!r} with "
+                         f"{trials} trials at {bits} bits. One file feeds one table of equal budgets: give these "
+                         "values, or another --output")
+    commands = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("# Written by: ")]
+    return commands, kept
+
+
 def write_tuned(path: Path, suite_source: str, trials: int, bits: int, rows: list[dict[str, Any]], seed: int = 0,
-                selection: Mapping[str, Sequence[str] | None] | None = None, workers: int | None = None) -> None:
-    """Write the tuned-configs file that runners.run / runners.compare --tuned read; its first line
-    is the command that wrote it, with the seed, any narrowing (--datasets / --methods) and the
-    local workers (TPE draws from the trials finished so far, so trials run at once draw differently)."""
+                selection: Mapping[str, Sequence[str] | None] | None = None, workers: int | None = None,
+                kept: tuple[list[str], list[dict[str, Any]]] = ([], [])) -> None:
+    """Write the tuned-configs file that runners.run / runners.compare --tuned read: `rows` after
+    the `kept` rows of the file it replaces (kept_tuned). Its first lines are the commands that
+    wrote its rows, with the seed, any narrowing (--datasets / --methods) and the local workers
+    (TPE draws from the trials finished so far, so trials run at once draw differently)."""
     selection = selection or {}
     narrowed = narrowing_flags((("datasets", selection.get("datasets_")), ("methods", selection.get("methods_"))))
     narrowed += f" --workers {workers}" if workers and workers > 1 else ""
-    lines = [f"# Written by: python -m runners.tune --suite {suite_source} --trials {trials} --bits {bits} --seed {seed}{narrowed}",
-             "# Best validation-mAP config per (data set, method); the query set was never used.",
+    command = f"# Written by: python -m runners.tune --suite {suite_source} --trials {trials} --bits {bits} --seed {seed}{narrowed}"
+    commands = [c for c in kept[0] if c != command] + [command]
+    lines = [*commands, "# Best validation-mAP config per (data set, method); the query set was never used.",
              f"suite = {_toml_value(suite_source)}", f"trials = {trials}", f"bits = {bits}", ""]
-    for row in rows:
+    for row in [*kept[1], *rows]:
         lines += ["[[tuned]]", *(f"{k} = {_toml_value(row[k])}" for k in ("dataset", "label", "method", "study",
                                                                            "default_value", "best_value")),
                   "overrides = { " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in row["overrides"].items()) + " }", ""]
@@ -405,6 +432,7 @@ def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, sto
 
     suite = select(load_suite(suite_path), **selection)
     bits = bits or suite.bits[len(suite.bits) // 2]
+    kept = kept_tuned(output, suite_path, trials, bits, {(d.name, m.label) for d in suite.datasets for m in suite.methods})
     storage = _trial_storage(storage_url)
     for m in suite.methods:  # every method must be tunable: equal budgets, or the table is unfair
         if methods.get(m.name).search_space.__func__ is HashingMethod.search_space.__func__:
@@ -442,7 +470,7 @@ def tune_suite(suite_path: str, *, trials: int, bits: int | None, seed: int, sto
         rows.append({"dataset": entry.name, "label": m.label, "method": m.name, "study": study.study_name,
                      "default_value": summary["default"] if summary["default"] is not None else float("nan"),
                      "best_value": summary["best"], "overrides": summary["best_overrides"]})
-    write_tuned(output, suite_path, trials, bits, rows, seed, selection, spec.workers)
+    write_tuned(output, suite_path, trials, bits, rows, seed, selection, spec.workers, kept)
     console.print(f"wrote {output}: run the tuned table with python -m runners.compare --suite {suite_path} --tuned {output}",
                   markup=False, highlight=False)
     return rows

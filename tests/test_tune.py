@@ -227,3 +227,40 @@ def test_a_study_whose_every_trial_failed_exits_2_naming_it(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "error: study 'seph-synthetic-wiki-SePH-8b': no trial completed (2 trials" in proc.stderr
     assert not (tmp_path / "tuned.toml").exists()
+
+
+def test_tuning_one_more_method_keeps_the_others_rows_of_an_equal_budget(tmp_path):
+    suite = tmp_path / "classic.toml"
+    suite.write_text('name = "classic"\nbits = [8]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
+                     'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 80 }\n'
+                     '[[methods]]\nname = "cca"\nlabel = "CCA"\n[[methods]]\nname = "cca-itq"\nlabel = "CCA-ITQ"\n')
+    storage, out = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "tuned.toml"
+
+    def tune(method, budget):
+        return subprocess.run([sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", str(budget),
+                               "--methods", method, "--storage", storage, "--no-mlflow", "--output", str(out)],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    assert tune("cca", 2).returncode == 0
+    cca_only = out.read_text()
+    proc = tune("cca-itq", 3)  # another budget: CCA's row would sit beside a row tuned with more trials
+    assert proc.returncode == 2 and "CCA tuned for suite" in proc.stderr and "with 2 trials at 8 bits" in proc.stderr
+    assert out.read_text() == cca_only  # nothing lost ...
+    with pytest.raises(KeyError):  # ... and nothing run
+        optuna.load_study(study_name="classic-synthetic-wiki-CCA-ITQ-8b", storage=storage)
+    proc = tune("cca-itq", 2)
+    assert proc.returncode == 0, proc.stderr
+    import tomllib
+
+    text = out.read_text()
+    tuned = tomllib.loads(text)
+    assert [t["label"] for t in tuned["tuned"]] == ["CCA", "CCA-ITQ"] and tuned["trials"] == 2
+    assert tuned["tuned"][0] == tomllib.loads(cca_only)["tuned"][0]  # CCA's row as its own run wrote it
+    assert [line for line in text.splitlines() if line.startswith("# Written by")] == [
+        f"# Written by: python -m runners.tune --suite {suite} --trials 2 --bits 8 --seed 0 --methods {m}" for m in ("cca", "cca-itq")]
+    assert tune("cca", 3).returncode == 2  # a bigger budget for one method only: refused
+    # every row retuned with a bigger budget: the file is written anew
+    proc = subprocess.run([sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", "3", "--storage", storage,
+                           "--no-mlflow", "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert tomllib.loads(out.read_text())["trials"] == 3 and out.read_text().count("# Written by") == 1
