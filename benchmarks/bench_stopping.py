@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_stopping curve dscmr-hash --seed 0 --max-epochs 300   # one long run
     python -m benchmarks.bench_stopping replay                                        # the table
+    python -m benchmarks.bench_stopping replay --every 3                              # validating every 3 epochs
 
 `curve` trains one method on real Wikipedia as benchmarks/fair/wiki.toml prepares it under a rule that
 never stops (patience 10^6; cap = its paper schedule, or --max-epochs) and records the validation mAP
@@ -69,8 +70,10 @@ def query_map(encoder, data) -> dict[str, float]:
     return scores
 
 
-def replay() -> str:
-    """Return the markdown table of each rule replayed over each stored validation curve.
+def replay(every: int = 1) -> str:
+    """Return the markdown table of each rule replayed over each stored validation curve, read at
+    every `every`-th evaluation (a rule that validates every `every` epochs; epochs numbered as
+    in the curve).
 
     Judged on validation only (the query numbers in the curves are never used to pick a rule):
     the gap between the curve's best validation mAP and the one the rule restores, and where
@@ -81,17 +84,18 @@ def replay() -> str:
     for path in sorted(CURVES.glob("*.json")):
         vals = [r["val"] for r in json.loads(path.read_text())["rows"]]
         top = max(range(len(vals)), key=vals.__getitem__)
+        read = range(every - 1, len(vals), every)  # the epochs this rule validates at (0-based)
         cells = []
         for p, d in RULES:
-            rule, best, stop = Patience(p, d), 0, len(vals) - 1
-            for k, v in enumerate(vals):
-                is_best, done = rule.update(v)
+            rule, best, stop = Patience(p, d), read[0], read[-1]
+            for k in read:
+                is_best, done = rule.update(vals[k])
                 best = k if is_best else best
                 if done:
                     stop = k
                     break
             cells.append(f"stop {stop + 1}, restore {best + 1}: -{vals[top] - vals[best]:.4f}")
-        lines.append(f"| {path.stem} | {len(vals)} | {vals[top]:.4f} ({top + 1}) | " + " | ".join(cells) + " |")
+        lines.append(f"| {path.stem} | {len(read)} | {vals[top]:.4f} ({top + 1}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -103,13 +107,16 @@ def main(argv=None) -> None:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--max-epochs", type=int, default=None)
     c.add_argument("--threads", type=int, default=1)
-    sub.add_parser("replay")
+    r = sub.add_parser("replay")
+    r.add_argument("--every", type=int, default=1, help="validate every this many epochs of the curve (default: 1)")
     args = parser.parse_args(argv)
     if args.command == "curve":
         torch.set_num_threads(args.threads)
         curve(args.method, args.seed, args.max_epochs)
     else:
-        print(replay())
+        if args.every < 1:
+            parser.error(f"--every must be at least 1, got {args.every}")
+        print(replay(args.every))
 
 
 if __name__ == "__main__":
