@@ -35,7 +35,8 @@ import torch
 import metrics
 from runners.identity import git_commit
 from runners.records import RunRecord
-from runners.leaderboard import (DIRECTION_NAMES, Board, aggregate, build_board, deltas_against, load_references, markdown_table,
+from runners.leaderboard import (DIRECTION_NAMES, AverageComparison, Board, aggregate, average_against_runner_up,
+                                 build_board, deltas_against, load_references, markdown_table,
                                  suite_results, title)
 from runners.cells import cell_key, load_dataset
 from runners.run import run_grid
@@ -80,8 +81,9 @@ def fit_table(results: pd.DataFrame, labels: Sequence[str], bits: Sequence[int])
     return "\n".join(lines)
 
 
-def proposed_statement(board: Board, proposed: str) -> str:
-    """Return what the table says of `proposed` against the best other method, column by column."""
+def proposed_statement(board: Board, proposed: str, average: AverageComparison | None = None) -> str:
+    """Return what the table says of `proposed` against the best other method, column by column,
+    then (with `average`, average_against_runner_up) against the runner-up on average."""
     if proposed not in board.rows:
         return ""
     parts, margins, wins, significant = [], [], 0, 0
@@ -105,7 +107,21 @@ def proposed_statement(board: Board, proposed: str) -> str:
         return ""
     return (f"**{proposed} minus the best other method, per column** ({board.metric}): " + "; ".join(parts) +
             f". Mean margin {np.mean(margins):+.4f}; {proposed} is ahead in {wins} of {len(margins)} columns, "
-            f"significantly (p < 0.05 against the runner-up) in {significant}.")
+            f"significantly (p < 0.05 against the runner-up) in {significant}." + _average_sentence(average))
+
+
+def _average_sentence(average: AverageComparison | None) -> str:
+    if average is None:
+        return ""
+    tested = "" if average.p_value is None else (
+        f", p = {average.p_value:.3g} (paired Wilcoxon over {average.units} seed × query pairs, each query's "
+        "value averaged over the columns)")
+    ahead = average.margin > 0
+    significant = ahead and average.p_value is not None and average.p_value < 0.05
+    return (f" On average over the columns: {average.margin:+.4f} against the runner-up on average, "
+            f"{average.runner_up}{tested}; {average.method} is {'' if ahead else 'not '}best on average"
+            + (", significantly" if significant else ", not significantly" if ahead and average.p_value is not None
+               else "") + ".")
 
 
 def ablation_table(board: Board, reference: str, results: pd.DataFrame, per_query) -> str:
@@ -196,7 +212,9 @@ def suite_tables(suite: Suite, tracker: Tracker, proposed: str, references: list
             board = build_board(aggregate(have, metric), entry.name, rows, suite.bits, have, tracker.per_query,
                                 references, metric=metric, note=suite.config_note())
             out += [f"### {title(board, suite.seeds)}", "", markdown_table(board, suite.seeds), ""]
-            statement = proposed_statement(board, proposed)
+            statement = proposed_statement(board, proposed,
+                                           average_against_runner_up(board, proposed, have, tracker.per_query)
+                                           if proposed in board.rows else None)
             if statement:
                 out += [statement, ""]
             if ablation_of:

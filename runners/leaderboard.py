@@ -201,6 +201,45 @@ def deltas_against(board: Board, reference: str, results: pd.DataFrame, per_quer
     return out
 
 
+@dataclass(frozen=True)
+class AverageComparison:
+    """`method` against the best other method on average over a board's columns."""
+
+    method: str
+    runner_up: str          # the other method with the highest mean over the columns
+    margin: float           # method's mean over the columns minus the runner-up's
+    p_value: float | None   # paired Wilcoxon on each (seed, query)'s value averaged over the columns
+    units: int              # (seed, query) pairs tested
+
+
+def average_against_runner_up(board: Board, method: str, results: pd.DataFrame,
+                              per_query: Callable[[str], Mapping[str, np.ndarray]]) -> AverageComparison | None:
+    """Return `method` against the runner-up on average over every column of `board`, among the
+    methods with every column filled (None when `method` lacks one or has no rival). The test
+    pairs each (seed, query item): its value averaged over the columns (I->T and T->I at each bit
+    length), over the seeds both methods ran in every column; p is None without per-query values."""
+    full = [m for m, entries in board.rows.items() if not any(math.isnan(e.mean) for e in entries)]
+    if method not in full or len(full) < 2:
+        return None
+    mean = {m: float(np.mean([e.mean for e in board.rows[m]])) for m in full}
+    runner_up = max((m for m in full if m != method), key=mean.__getitem__)
+
+    def averaged(m: str) -> dict[int, np.ndarray]:
+        columns = [_paired_aps(results, per_query, board.dataset, m, b, f"{board.metric}_{d}") for d, b in board.columns]
+        seeds = set.intersection(*(set(c) for c in columns))
+        if len({len(c[s]) for c in columns for s in seeds}) > 1:  # a column with other queries: no pairing
+            return {}
+        return {s: np.mean([c[s] for c in columns], axis=0) for s in seeds}
+
+    mine, theirs = averaged(method), averaged(runner_up)
+    common = sorted(set(mine) & set(theirs))
+    p = None
+    if common:
+        p = paired_p_value(np.concatenate([mine[s] for s in common]), np.concatenate([theirs[s] for s in common]))
+    return AverageComparison(method, runner_up, mean[method] - mean[runner_up], p,
+                             sum(len(mine[s]) for s in common))
+
+
 def caption(board: Board, seeds: Sequence[int]) -> str:
     """Return the legend under a table: what the marks mean."""
     text = f"{BEST_MARK} best in column (also bold)"

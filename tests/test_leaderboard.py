@@ -117,3 +117,44 @@ def test_markdown_renders_bold_and_a_plain_legend_in_a_commonmark_parser():
     assert "<li>" not in html and "<p>Marks: * best in column (also bold)" in html  # the legend is a paragraph
     assert "<em>Paper_X (published)</em>" in html  # the underscore in the label does not end the italics
     assert "**" not in html  # no bold left unrendered
+
+
+def test_the_proposed_method_against_the_runner_up_on_average_over_the_columns():
+    # Two bit lengths x two directions = 4 columns, 2 seeds. Column means (hand): I→T base + 0.005,
+    # T→I 16 base - 0.005, T→I 32 base + 0.015, so each method averages base + 0.005 and A leads B
+    # (the runner-up on average; C is lower) by exactly 0.05. Per query, B is A minus twice a shift in
+    # I→T only (even queries) or T→I only (odd ones): averaged over the columns the 2 x 6 paired
+    # differences are the shifts, distinct and all positive, so the exact two-sided signed-rank p is
+    # 2 / 2^12 (one direction alone would leave 6 zero differences out: 2 / 2^6).
+    rows = []
+    for method, base in (("A", 0.70), ("B", 0.65), ("C", 0.60), ("D", 0.99)):
+        for bits in (16, 32):
+            for seed in (0, 1):
+                if method == "D" and bits == 32:
+                    continue  # D lacks a column: never the runner-up, however high
+                rows.append({"dataset": "d", "method": method, "bits": bits, "seed": seed, "run_id": f"{method}{seed}-{bits}",
+                             "map_i2t": base + 0.01 * seed, "map_t2i": base - 0.01 * seed + (0.02 if bits == 32 else 0)})
+    results = pd.DataFrame(rows)
+    base_q = np.linspace(0.3, 0.9, 6)
+
+    def per_query(run_id):
+        seed = int(run_id[1])
+        shift = {"A": 0.0, "B": 0.1 + 0.001 * np.arange(6) + 0.0005 * seed, "C": 0.2, "D": 0.0}[run_id[0]]
+        even = np.arange(6) % 2 == 0
+        if run_id[0] == "B":
+            return {"map_i2t": base_q - 2 * shift * even, "map_t2i": base_q - 2 * shift * ~even}
+        return {"map_i2t": base_q - shift, "map_t2i": base_q - shift}
+
+    board = leaderboard.build_board(leaderboard.aggregate(results), "d", ["A", "B", "C", "D"], [16, 32], results, per_query)
+    average = leaderboard.average_against_runner_up(board, "A", results, per_query)
+    assert (average.runner_up, average.units) == ("B", 12)
+    assert average.margin == pytest.approx(0.05) and average.p_value == pytest.approx(2 / 2 ** 12, rel=1e-6)
+    from benchmarks.tables import proposed_statement
+
+    statement = proposed_statement(board, "A", average)
+    assert "On average over the columns: +0.0500 against the runner-up on average, B, p = 0.000488" in statement
+    assert statement.endswith("A is best on average, significantly.")
+    behind = leaderboard.average_against_runner_up(board, "C", results, per_query)
+    assert (behind.runner_up, behind.margin) == ("A", pytest.approx(-0.10))
+    assert proposed_statement(board, "C", behind).endswith("C is not best on average.")
+    assert leaderboard.average_against_runner_up(board, "D", results, per_query) is None  # D lacks a column
