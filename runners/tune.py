@@ -59,6 +59,7 @@ from .suite import DatasetEntry, SuiteError, check_device, load_suite, narrowing
 from .tracking import Tracker
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
+TUNED_ROW_KEYS = ("dataset", "label", "method", "study", "default_value", "best_value")  # then overrides
 PRUNE_KEY = "val_map"  # the per-epoch value a method reports for pruning
 # A trial raising one of these is FAIL and the study goes on: training that diverged or collapsed,
 # or (ValueError) a drawn config the data rejects, such as SePH's n_anchors above the training
@@ -336,6 +337,11 @@ def kept_tuned(path: Path, suite_source: str, trials: int, bits: int, tuning: se
                          f"{theirs[0]!r} with {theirs[1]} trials at {theirs[2]} bits; this run is {suite_source!r} with "
                          f"{trials} trials at {bits} bits. One file feeds one table of equal budgets: give these "
                          "values, or another --output")
+    for i, row in enumerate(kept):
+        missing = [k for k in (*TUNED_ROW_KEYS, "overrides") if k not in row]
+        if missing:
+            raise SuiteError(f"{path}: tuned row {row.get('label', i)!r} lacks {', '.join(missing)}; expected the rows "
+                             "runners.tune --suite writes")
     commands = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("# Written by: ")]
     return commands, kept
 
@@ -355,8 +361,7 @@ def write_tuned(path: Path, suite_source: str, trials: int, bits: int, rows: lis
     lines = [*commands, "# Best validation-mAP config per (data set, method); the query set was never used.",
              f"suite = {_toml_value(suite_source)}", f"trials = {trials}", f"bits = {bits}", ""]
     for row in [*kept[1], *rows]:
-        lines += ["[[tuned]]", *(f"{k} = {_toml_value(row[k])}" for k in ("dataset", "label", "method", "study",
-                                                                           "default_value", "best_value")),
+        lines += ["[[tuned]]", *(f"{k} = {_toml_value(row[k])}" for k in TUNED_ROW_KEYS),
                   "overrides = { " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in row["overrides"].items()) + " }", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

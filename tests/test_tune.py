@@ -264,3 +264,15 @@ def test_tuning_one_more_method_keeps_the_others_rows_of_an_equal_budget(tmp_pat
                            "--no-mlflow", "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert tomllib.loads(out.read_text())["trials"] == 3 and out.read_text().count("# Written by") == 1
+
+
+def test_a_kept_row_without_its_study_is_refused_before_tuning(tmp_path):
+    from runners.suite import SuiteError
+    from runners.tune import kept_tuned
+
+    out = tmp_path / "tuned.toml"
+    out.write_text('suite = "s.toml"\ntrials = 20\nbits = 32\n[[tuned]]\ndataset = "wiki"\nlabel = "SAM"\nmethod = "sam"\n'
+                   'default_value = 0.2\nbest_value = 0.3\noverrides = { m0 = 0.4 }\n')
+    with pytest.raises(SuiteError, match=r"tuned row 'SAM' lacks study; expected the rows runners.tune --suite writes"):
+        kept_tuned(out, "s.toml", 20, 32, {("wiki", "SSAH")})
+    assert kept_tuned(out, "s.toml", 20, 32, {("wiki", "SAM")}) == ([], [])  # retuned: nothing kept, nothing checked
