@@ -116,12 +116,11 @@ def _average_sentence(average: AverageComparison | None) -> str:
     tested = "" if average.p_value is None else (
         f", p = {average.p_value:.3g} (paired Wilcoxon over {average.units} seed × query pairs, each query's "
         "value averaged over the columns)")
-    ahead = average.margin > 0
-    significant = ahead and average.p_value is not None and average.p_value < 0.05
+    verdict = "best on average" if average.margin > 0 else "not best on average"
+    if average.margin > 0 and average.p_value is not None:
+        verdict += ", significantly" if average.p_value < 0.05 else ", not significantly"
     return (f" On average over the columns: {average.margin:+.4f} against the runner-up on average, "
-            f"{average.runner_up}{tested}; {average.method} is {'' if ahead else 'not '}best on average"
-            + (", significantly" if significant else ", not significantly" if ahead and average.p_value is not None
-               else "") + ".")
+            f"{average.runner_up}{tested}; {average.method} is {verdict}.")
 
 
 def ablation_table(board: Board, reference: str, results: pd.DataFrame, per_query) -> str:
@@ -213,8 +212,7 @@ def suite_tables(suite: Suite, tracker: Tracker, proposed: str, references: list
                                 references, metric=metric, note=suite.config_note())
             out += [f"### {title(board, suite.seeds)}", "", markdown_table(board, suite.seeds), ""]
             statement = proposed_statement(board, proposed,
-                                           average_against_runner_up(board, proposed, have, tracker.per_query)
-                                           if proposed in board.rows else None)
+                                           average_against_runner_up(board, proposed, have, tracker.per_query))
             if statement:
                 out += [statement, ""]
             if ablation_of:

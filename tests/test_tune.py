@@ -152,11 +152,17 @@ def test_tuned_file_names_the_command_with_its_narrowing(tmp_path):
     assert out.read_text().splitlines()[0].endswith("--bits 32 --seed 0")
 
 
-def test_a_suite_rerun_tops_each_study_up_to_its_budget(tmp_path):
+def _classic_suite(tmp_path):
+    """Return a suite file of two closed-form methods (seconds a trial) on a small synthetic set."""
     suite = tmp_path / "classic.toml"
     suite.write_text('name = "classic"\nbits = [8]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
                      'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 80 }\n'
                      '[[methods]]\nname = "cca"\nlabel = "CCA"\n[[methods]]\nname = "cca-itq"\nlabel = "CCA-ITQ"\n')
+    return suite
+
+
+def test_a_suite_rerun_tops_each_study_up_to_its_budget(tmp_path):
+    suite = _classic_suite(tmp_path)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
 
     def tune(budget):
@@ -215,7 +221,6 @@ def test_a_drawn_config_the_data_rejects_is_a_failed_trial_and_the_study_goes_on
     assert "exceeds the 240 training items" in proc.stderr
 
 
-
 def test_a_study_whose_every_trial_failed_exits_2_naming_it(tmp_path):
     suite = tmp_path / "seph.toml"  # 80 training items: no draw of n_anchors (100 to 1,000) fits
     suite.write_text('name = "seph"\nbits = [8]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
@@ -230,16 +235,13 @@ def test_a_study_whose_every_trial_failed_exits_2_naming_it(tmp_path):
 
 
 def test_tuning_one_more_method_keeps_the_others_rows_of_an_equal_budget(tmp_path):
-    suite = tmp_path / "classic.toml"
-    suite.write_text('name = "classic"\nbits = [8]\nseeds = [0]\n[[datasets]]\nname = "synthetic-wiki"\n'
-                     'options = { n_items = 700, n_train = 450, n_query = 150, n_validation = 80 }\n'
-                     '[[methods]]\nname = "cca"\nlabel = "CCA"\n[[methods]]\nname = "cca-itq"\nlabel = "CCA-ITQ"\n')
+    suite = _classic_suite(tmp_path)
     storage, out = f"sqlite:///{tmp_path / 'optuna.db'}", tmp_path / "tuned.toml"
 
-    def tune(method, budget):
+    def tune(method, budget):  # method None: every method of the suite
         return subprocess.run([sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", str(budget),
-                               "--methods", method, "--storage", storage, "--no-mlflow", "--output", str(out)],
-                              cwd=REPO, capture_output=True, text=True, timeout=600)
+                               *(["--methods", method] if method else []), "--storage", storage, "--no-mlflow",
+                               "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
 
     assert tune("cca", 2).returncode == 0
     cca_only = out.read_text()
@@ -260,8 +262,7 @@ def test_tuning_one_more_method_keeps_the_others_rows_of_an_equal_budget(tmp_pat
         f"# Written by: python -m runners.tune --suite {suite} --trials 2 --bits 8 --seed 0 --methods {m}" for m in ("cca", "cca-itq")]
     assert tune("cca", 3).returncode == 2  # a bigger budget for one method only: refused
     # every row retuned with a bigger budget: the file is written anew
-    proc = subprocess.run([sys.executable, "-m", "runners.tune", "--suite", str(suite), "--trials", "3", "--storage", storage,
-                           "--no-mlflow", "--output", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = tune(None, 3)
     assert proc.returncode == 0, proc.stderr
     assert tomllib.loads(out.read_text())["trials"] == 3 and out.read_text().count("# Written by") == 1
 
